@@ -1,0 +1,16 @@
+// Module init: registers the op table. No model logic lives in cpp/.
+#include "tensor.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  rts::registerTensor(env, exports);
+  rts::registerOps(env, exports);
+  rts::registerAutograd(env, exports);
+  rts::registerCuda(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(resnet_ts, Init)

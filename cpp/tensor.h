@@ -1,0 +1,137 @@
+// The JS handle around one at::Tensor, and the typed argument reader every op uses.
+#pragma once
+#include <ATen/ATen.h>
+#include <napi.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "errors.h"
+
+namespace rts {
+
+// A JS object owning one at::Tensor. dispose() frees it now; the GC finalizer is a backstop.
+class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports);
+  static Napi::Object Wrap(Napi::Env env, at::Tensor t);
+  static bool Is(Napi::Value v);
+
+  explicit TensorHandle(const Napi::CallbackInfo& info);
+  ~TensorHandle() override;
+
+  void Release();
+  bool live() const { return live_; }
+  at::Tensor& tensor() { return t_; }
+
+ private:
+  at::Tensor t_;
+  const void* storage_ = nullptr;
+  size_t bytes_ = 0;
+  bool live_ = false;
+  napi_env env_ = nullptr;
+};
+
+struct MemoryStats {
+  int64_t tensors;
+  int64_t storages;
+  int64_t bytes;
+};
+MemoryStats memoryStats();
+
+// Reads the arguments of one call, naming the function and argument in every TypeError.
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
+  Napi::Env env() const { return info_.Env(); }
+  size_t size() const { return info_.Length(); }
+  const char* fn() const { return fn_; }
+  Napi::Value operator[](size_t i) const { return info_[i]; }
+  bool has(size_t i) const { return i < info_.Length() && !info_[i].IsUndefined() && !info_[i].IsNull(); }
+
+  at::Tensor& tensor(size_t i, const char* name) const;
+  std::optional<at::Tensor> optTensor(size_t i, const char* name) const;
+  std::vector<at::Tensor> tensors(size_t i, const char* name) const;
+  double num(size_t i, const char* name) const;
+  double num(size_t i, const char* name, double dflt) const { return has(i) ? num(i, name) : dflt; }
+  std::optional<double> optNum(size_t i, const char* name) const;
+  int64_t integer(size_t i, const char* name) const;
+  int64_t integer(size_t i, const char* name, int64_t dflt) const { return has(i) ? integer(i, name) : dflt; }
+  std::optional<int64_t> optInt(size_t i, const char* name) const;
+  bool boolean(size_t i, const char* name, bool dflt) const;
+  at::Scalar scalar(size_t i, const char* name) const;
+  at::Scalar scalar(size_t i, const char* name, at::Scalar dflt) const { return has(i) ? scalar(i, name) : dflt; }
+  bool isScalar(size_t i) const;
+  std::vector<int64_t> ints(size_t i, const char* name) const;
+  std::optional<std::vector<int64_t>> optInts(size_t i, const char* name) const;
+  at::ScalarType dtype(size_t i, const char* name) const;
+  std::optional<at::ScalarType> optDtype(size_t i, const char* name) const;
+  c10::Device device(size_t i, const char* name) const;
+  std::string str(size_t i, const char* name) const;
+  [[noreturn]] void typeError(const char* name, const std::string& want) const { throwType(env(), fn_, name, want); }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* fn_;
+};
+
+// Conversions of op results to JS values.
+inline Napi::Value toJS(Napi::Env env, const at::Tensor& t) { return TensorHandle::Wrap(env, t); }
+inline Napi::Value toJS(Napi::Env env, at::Tensor&& t) { return TensorHandle::Wrap(env, std::move(t)); }
+inline Napi::Value toJS(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+inline Napi::Value toJS(Napi::Env env, int64_t v) { return Napi::Number::New(env, static_cast<double>(v)); }
+inline Napi::Value toJS(Napi::Env env, int v) { return Napi::Number::New(env, v); }
+inline Napi::Value toJS(Napi::Env env, bool v) { return Napi::Boolean::New(env, v); }
+inline Napi::Value toJS(Napi::Env env, const std::string& v) { return Napi::String::New(env, v); }
+inline Napi::Value toJS(Napi::Env env, Napi::Value v) { return v; }
+inline Napi::Value toJS(Napi::Env env, const std::vector<at::Tensor>& ts) {
+  auto arr = Napi::Array::New(env, ts.size());
+  for (size_t i = 0; i < ts.size(); i++) arr.Set(static_cast<uint32_t>(i), TensorHandle::Wrap(env, ts[i]));
+  return arr;
+}
+inline Napi::Value toJS(Napi::Env env, const std::vector<int64_t>& v) {
+  auto arr = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(v[i])));
+  return arr;
+}
+template <typename... T>
+Napi::Value toJS(Napi::Env env, const std::tuple<T...>& tup) {
+  auto arr = Napi::Array::New(env, sizeof...(T));
+  uint32_t i = 0;
+  std::apply([&](const auto&... x) { ((arr.Set(i++, toJS(env, x))), ...); }, tup);
+  return arr;
+}
+inline Napi::Value toJS(Napi::Env env, const std::optional<at::Tensor>& t) {
+  return t && t->defined() ? toJS(env, *t) : env.Null();
+}
+
+// Registers fn(Args&) under name; its result is converted by toJS, its exceptions by guard().
+template <typename F>
+void def(Napi::Env env, Napi::Object exports, const char* name, F f) {
+  auto fp = +f;
+  using R = decltype(fp(std::declval<Args&>()));
+  exports.Set(name, Napi::Function::New(
+                        env,
+                        [fp, name](const Napi::CallbackInfo& info) -> Napi::Value {
+                          return guard(info.Env(), name, [&]() -> Napi::Value {
+                            Args a(info, name);
+                            if constexpr (std::is_void_v<R>) {
+                              fp(a);
+                              return info.Env().Undefined();
+                            } else {
+                              return toJS(info.Env(), fp(a));
+                            }
+                          });
+                        },
+                        name));
+}
+
+void registerTensor(Napi::Env env, Napi::Object exports);
+void registerOps(Napi::Env env, Napi::Object exports);
+void registerAutograd(Napi::Env env, Napi::Object exports);
+void registerCuda(Napi::Env env, Napi::Object exports);
+
+}  // namespace rts

@@ -1,0 +1,37 @@
+// Devices and threads: CUDA queries, synchronisation, memory statistics, cuDNN and thread settings.
+import { native } from './native.ts';
+
+/** CUDA utilities (torch.cuda). On a CPU build every query answers "none". */
+export const cuda = {
+  /** Whether a CUDA device can be used. */
+  isAvailable: (): boolean => native.cudaIsAvailable(),
+  /** Number of CUDA devices. */
+  deviceCount: (): number => native.cudaDeviceCount(),
+  /** Whether the addon was built against a CUDA libtorch. */
+  isBuilt: (): boolean => native.cudaBuilt(),
+  /** Waits for all queued kernels on the current device. */
+  synchronize: (): void => native.cudaSynchronize(),
+  /** Allocated, reserved and peak bytes of the caching allocator. */
+  memory: (device = 0): { allocated: number; reserved: number; peakAllocated: number } => native.cudaMemory(device),
+  /** Resets the peak counter of memory(). */
+  resetPeakMemory: (device = 0): void => native.cudaResetPeak(device),
+  /** Returns cached blocks to the driver. */
+  emptyCache: (): void => native.cudaEmptyCache(),
+  /** torch.backends.cudnn.benchmark */
+  setCudnnBenchmark: (on: boolean): void => native.setCudnnBenchmark(on),
+};
+
+/** Sets libtorch's intra-op thread count (torch.set_num_threads). */
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}
+
+/** libtorch's intra-op thread count. */
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}
+
+/** The libtorch version the addon was built against. */
+export function torchVersion(): string {
+  return native.torchVersion();
+}

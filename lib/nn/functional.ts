@@ -1,0 +1,93 @@
+// F: torch.nn.functional's names in camelCase, over the native op table.
+import { native } from '../native.ts';
+import { Tensor, dtypeOf, type DType } from '../tensor.ts';
+
+type Pair = number | readonly [number, number];
+const pair = (v: Pair): readonly number[] => (typeof v === 'number' ? [v, v] : v);
+
+/** 2-D convolution; groups > 1 gives the grouped (ResNeXt) form. */
+export function conv2d(
+  x: Tensor,
+  weight: Tensor,
+  bias?: Tensor | null,
+  { stride = 1, padding = 0, dilation = 1, groups = 1 }: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number } = {},
+): Tensor {
+  return new Tensor(native.conv2d(x.h, weight.h, bias?.h, pair(stride), pair(padding), pair(dilation), groups));
+}
+
+/** Batch normalisation; in training it updates runningMean/runningVar in place (momentum as torch's). */
+export function batchNorm(
+  x: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  { weight, bias, training = false, momentum = 0.1, eps = 1e-5 }: { weight?: Tensor | null; bias?: Tensor | null; training?: boolean; momentum?: number; eps?: number } = {},
+): Tensor {
+  return new Tensor(native.batchNorm(x.h, runningMean?.h, runningVar?.h, weight?.h, bias?.h, training, momentum, eps));
+}
+
+/** 2-D max pooling (stride defaults to the kernel size). */
+export function maxPool2d(x: Tensor, kernelSize: Pair, { stride, padding = 0, dilation = 1, ceilMode = false }: { stride?: Pair; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {}): Tensor {
+  return new Tensor(native.maxPool2d(x.h, pair(kernelSize), pair(stride ?? kernelSize), pair(padding), pair(dilation), ceilMode));
+}
+
+/** 2-D average pooling (stride defaults to the kernel size). */
+export function avgPool2d(x: Tensor, kernelSize: Pair, { stride, padding = 0, ceilMode = false, countIncludePad = true }: { stride?: Pair; padding?: Pair; ceilMode?: boolean; countIncludePad?: boolean } = {}): Tensor {
+  return new Tensor(native.avgPool2d(x.h, pair(kernelSize), pair(stride ?? kernelSize), pair(padding), ceilMode, countIncludePad));
+}
+
+/** Adaptive average pooling to outputSize. */
+export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
+  return new Tensor(native.adaptiveAvgPool2d(x.h, pair(outputSize)));
+}
+
+/** y = x Wᵀ + b */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return new Tensor(native.linear(x.h, weight.h, bias?.h));
+}
+
+/** Zeroes elements with probability p in training, scaling the rest by 1/(1-p). */
+export function dropout(x: Tensor, p = 0.5, training = true): Tensor {
+  return new Tensor(native.dropout(x.h, p, training));
+}
+
+/** Constant padding; pad lists (left, right) pairs from the last dimension backwards, as torch's F.pad. */
+export function pad(x: Tensor, padding: readonly number[], value = 0): Tensor {
+  return new Tensor(native.constantPadNd(x.h, padding, value));
+}
+
+export function relu(x: Tensor): Tensor {
+  return new Tensor(native.relu(x.h));
+}
+
+export function softmax(x: Tensor, dim: number, dtype?: DType): Tensor {
+  return new Tensor(native.softmax(x.h, dim, dtypeOf(dtype)));
+}
+
+export function logSoftmax(x: Tensor, dim: number, dtype?: DType): Tensor {
+  return new Tensor(native.logSoftmax(x.h, dim, dtypeOf(dtype)));
+}
+
+type Reduction = 'mean' | 'sum' | 'none';
+
+/** Cross-entropy of logits against class indices (or probabilities), with label smoothing. */
+export function crossEntropy(
+  logits: Tensor,
+  target: Tensor,
+  { weight, reduction = 'mean', ignoreIndex = -100, labelSmoothing = 0 }: { weight?: Tensor | null; reduction?: Reduction; ignoreIndex?: number; labelSmoothing?: number } = {},
+): Tensor {
+  return new Tensor(native.crossEntropy(logits.h, target.h, weight?.h, reduction, ignoreIndex, labelSmoothing));
+}
+
+/** Negative log-likelihood of log-probabilities. */
+export function nllLoss(
+  logProbs: Tensor,
+  target: Tensor,
+  { weight, reduction = 'mean', ignoreIndex = -100 }: { weight?: Tensor | null; reduction?: Reduction; ignoreIndex?: number } = {},
+): Tensor {
+  return new Tensor(native.nllLoss(logProbs.h, target.h, weight?.h, reduction, ignoreIndex));
+}
+
+/** Bilinear resize of an NCHW float tensor (align_corners=false); antialias as torchvision's resize. */
+export function interpolateBilinear(x: Tensor, size: Pair, { antialias = true }: { antialias?: boolean } = {}): Tensor {
+  return new Tensor(native.interpolateBilinear(x.h, pair(size), antialias));
+}
