@@ -7,7 +7,9 @@
         "cpp/tensor.cc",
         "cpp/ops.cc",
         "cpp/autograd.cc",
-        "cpp/cuda.cc"
+        "cpp/cuda.cc",
+        "cpp/allocator.cc",
+        "cpp/distributed.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -17,7 +19,7 @@
         "NAPI_VERSION=8",
         "NODE_ADDON_API_CPP_EXCEPTIONS",
         "NODE_ADDON_API_DISABLE_DEPRECATED",
-        "<!(node scripts/libtorch.mjs --defines)",
+        "<!@(node scripts/libtorch.mjs --defines)",
         "RESNET_TS_CUDA=<!(node scripts/libtorch.mjs --cuda)"
       ],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],

@@ -4,10 +4,12 @@
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  rts::installAllocatorGuard();
   rts::registerTensor(env, exports);
   rts::registerOps(env, exports);
   rts::registerAutograd(env, exports);
   rts::registerCuda(env, exports);
+  rts::registerDistributed(env, exports);
   return exports;
 }
 

@@ -33,8 +33,14 @@ void registerAutograd(Napi::Env env, Napi::Object exports) {
     return g.defined() ? std::optional<at::Tensor>(g) : std::nullopt;
   });
   def(env, exports, "setGrad", [](Args& a) {
+    at::Tensor& self = a.tensor(0, "self");
     auto g = a.optTensor(1, "grad");
-    a.tensor(0, "self").mutable_grad() = g ? *g : at::Tensor();
+    // As torch's `.grad =` setter: a gradient must match its tensor, or backward and optimizers misread it.
+    if (g && (g->sizes() != self.sizes() || g->scalar_type() != self.scalar_type() || g->device() != self.device()))
+      throw Napi::Error::New(a.env(), "setGrad: assigned grad " + c10::str(g->sizes()) + " " + c10::toString(g->scalar_type()) + " on " +
+                                          g->device().str() + " does not match the tensor's " + c10::str(self.sizes()) + " " +
+                                          c10::toString(self.scalar_type()) + " on " + self.device().str());
+    self.mutable_grad() = g ? *g : at::Tensor();
   });
   def(env, exports, "setGradEnabled", [](Args& a) {
     bool prev = at::GradMode::is_enabled();
@@ -61,6 +67,7 @@ void registerAutograd(Napi::Env env, Napi::Object exports) {
     at::DeviceType dt = deviceType(a, 0);
     bool enabled = a.boolean(1, "enabled", true);
     at::ScalarType dtype = a.dtype(2, "dtype");
+    if (dtype != at::kHalf && dtype != at::kBFloat16 && dtype != at::kFloat) a.typeError("dtype", "float16, bfloat16 or float32");
     bool entering = a.boolean(3, "entering", true);
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     at::autocast::set_autocast_enabled(dt, enabled);

@@ -6,27 +6,60 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <deque>
 #include <limits>
-#include <unordered_map>
+#include <unordered_set>
 
 namespace rts {
 
 namespace {
 
 // Per-thread because worker threads load the addon into their own environments.
-struct StorageUse {
-  int64_t handles;
-  size_t bytes;
-  bool cpu;
+struct Slot {
+  at::Tensor t;
+  int64_t reported = 0;  // CPU bytes this handle reported to V8 as external memory
+  uint32_t gen = 0;
+  bool live = false;
 };
-thread_local std::unordered_map<const void*, StorageUse> storages;
-thread_local int64_t liveHandles = 0;
-thread_local int64_t liveBytes = 0;
-thread_local const at::Tensor* pending = nullptr;
+// All per-thread state in one object: one TLS lookup per call.
+struct State {
+  // A deque keeps references to slots valid while new ones are added during a call.
+  std::deque<Slot> slots;
+  // Freed slots are reused first-in first-out, so a slot's generation grows slowly and a stale id
+  // would need 2^24 reuses of one slot to alias a newer tensor.
+  std::deque<uint32_t> freeSlots;
+  int64_t liveHandles = 0;
+  // External-memory changes not yet told to V8; sent in batches, as each call costs more than a tiny op.
+  int64_t unreported = 0;
+};
+// A trivially initialised TLS pointer: no per-access TLS init guard on the hot path.
+thread_local State* statePtr = nullptr;
+State& state() {
+  if (!statePtr) statePtr = new State();  // lives as long as the thread (one per JS environment)
+  return *statePtr;
+}
 
-struct InstanceData {
-  Napi::FunctionReference ctor;
-};
+// id = TAG (12 bits) | generation (24 bits) | slot (28 bits), carried by a JS BigInt. A BigInt
+// costs one small heap object; an External would also cost a weak global handle in Node 20.
+constexpr uint64_t kTag = 0xA7Eull << 52;
+constexpr uint64_t kTagMask = 0xFFFull << 52;
+constexpr uint32_t kGenMask = 0xFFFFFF;
+constexpr uint32_t kMaxSlots = 1u << 28;
+
+// The slot v names (live or not), or nullptr when v is not one of our handles.
+Slot* slotOf(State& st, napi_env env, napi_value v, uint64_t* idOut = nullptr) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok || type != napi_bigint) return nullptr;
+  uint64_t id = 0;
+  bool lossless = false;
+  if (napi_get_value_bigint_uint64(env, v, &id, &lossless) != napi_ok || !lossless) return nullptr;
+  uint32_t idx = static_cast<uint32_t>(id & (kMaxSlots - 1));
+  if ((id & kTagMask) != kTag || idx >= st.slots.size()) return nullptr;
+  if (idOut) *idOut = id;
+  return &st.slots[idx];
+}
+
+bool isLive(const Slot& s, uint64_t id) { return s.live && s.gen == ((id >> 28) & kGenMask); }
 
 bool supportedDtype(int64_t code) {
   switch (static_cast<at::ScalarType>(code)) {
@@ -40,76 +73,87 @@ bool supportedDtype(int64_t code) {
 
 }  // namespace
 
-MemoryStats memoryStats() { return {liveHandles, static_cast<int64_t>(storages.size()), liveBytes}; }
-
-void TensorHandle::Init(Napi::Env env, Napi::Object exports) {
-  Napi::Function ctor = DefineClass(env, "TensorHandle", {});
-  auto* data = new InstanceData{Napi::Persistent(ctor)};
-  env.SetInstanceData<InstanceData>(data);
-  exports.Set("TensorHandle", ctor);
+// Storages are counted here, when asked, rather than tracked on every op: memory() is rare, ops are not.
+MemoryStats memoryStats() {
+  State& st = state();
+  std::unordered_set<const void*> seen;
+  int64_t bytes = 0;
+  for (const Slot& s : st.slots) {
+    if (!s.live || !s.t.has_storage()) continue;
+    if (seen.insert(s.t.storage().unsafeGetStorageImpl()).second) bytes += static_cast<int64_t>(s.t.storage().nbytes());
+  }
+  return {st.liveHandles, static_cast<int64_t>(seen.size()), bytes};
 }
 
-Napi::Object TensorHandle::Wrap(Napi::Env env, at::Tensor t) {
+// Reports a change of external memory to V8 once the batch exceeds 1 MiB.
+void reportExternal(napi_env env, State& st, int64_t delta) {
+  st.unreported += delta;
+  if (st.unreported > (1 << 20) || st.unreported < -(1 << 20)) {
+    napi_adjust_external_memory(env, st.unreported, nullptr);
+    st.unreported = 0;
+  }
+}
+
+Napi::Value TensorHandle::Wrap(Napi::Env env, at::Tensor t) {
   if (!t.defined()) throw Napi::Error::New(env, "internal: undefined tensor result");
-  pending = &t;
-  Napi::Object obj;
-  try {
-    obj = env.GetInstanceData<InstanceData>()->ctor.New({});
-  } catch (...) {
-    pending = nullptr;
-    throw;
+  State& st = state();
+  uint32_t idx;
+  if (!st.freeSlots.empty()) {
+    idx = st.freeSlots.front();
+    st.freeSlots.pop_front();
+  } else {
+    if (st.slots.size() >= kMaxSlots) throw Napi::Error::New(env, "too many live tensors (2^28); dispose() them or use tidy()");
+    idx = static_cast<uint32_t>(st.slots.size());
+    st.slots.emplace_back();
   }
-  pending = nullptr;
-  return obj;
+  Slot& s = st.slots[idx];
+  uint64_t id = kTag | (static_cast<uint64_t>(s.gen) << 28) | idx;
+  napi_value out;
+  napi_status status = napi_create_bigint_uint64(env, id, &out);
+  if (status != napi_ok) {
+    st.freeSlots.push_back(idx);
+    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+  }
+  s.t = std::move(t);
+  s.live = true;
+  st.liveHandles++;
+  // Only a storage this handle alone holds is reported, so views do not count their base again.
+  s.reported = s.t.has_storage() && s.t.is_cpu() && s.t.storage().use_count() == 1 ? static_cast<int64_t>(s.t.storage().nbytes()) : 0;
+  if (s.reported) reportExternal(env, st, s.reported);
+  return Napi::Value(env, out);
 }
 
-bool TensorHandle::Is(Napi::Value v) {
-  if (!v.IsObject()) return false;
-  return v.As<Napi::Object>().InstanceOf(v.Env().GetInstanceData<InstanceData>()->ctor.Value());
+bool TensorHandle::Is(Napi::Value v) { return slotOf(state(), v.Env(), v) != nullptr; }
+
+at::Tensor* TensorHandle::Find(Napi::Value v, bool* isHandle) {
+  uint64_t id = 0;
+  Slot* s = slotOf(state(), v.Env(), v, &id);
+  if (isHandle) *isHandle = s != nullptr;
+  return s && isLive(*s, id) ? &s->t : nullptr;
 }
 
-TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {
-  if (!pending) throw Napi::TypeError::New(info.Env(), "TensorHandle objects are made by resnet-ts functions only");
-  t_ = *pending;
-  live_ = true;
-  env_ = info.Env();
-  liveHandles++;
-  if (t_.has_storage()) {
-    storage_ = t_.storage().unsafeGetStorageImpl();
-    auto [it, fresh] = storages.try_emplace(storage_, StorageUse{0, t_.storage().nbytes(), t_.is_cpu()});
-    it->second.handles++;
-    if (fresh) {
-      liveBytes += static_cast<int64_t>(it->second.bytes);
-      if (it->second.cpu) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(it->second.bytes));
-    }
-  }
-}
-
-TensorHandle::~TensorHandle() { Release(); }
-
-void TensorHandle::Release() {
-  if (!live_) return;
-  live_ = false;
-  liveHandles--;
-  if (storage_) {
-    auto it = storages.find(storage_);
-    if (it != storages.end() && --it->second.handles == 0) {
-      liveBytes -= static_cast<int64_t>(it->second.bytes);
-      if (it->second.cpu) napi_adjust_external_memory(env_, -static_cast<int64_t>(it->second.bytes), nullptr);
-      storages.erase(it);
-    }
-  }
-  t_ = at::Tensor();
+void TensorHandle::Release(Napi::Value v) {
+  State& st = state();
+  uint64_t id = 0;
+  Slot* s = slotOf(st, v.Env(), v, &id);
+  if (!s || !isLive(*s, id)) return;
+  s->live = false;
+  s->gen = (s->gen + 1) & kGenMask;
+  st.liveHandles--;
+  if (s->reported) reportExternal(v.Env(), st, -s->reported);
+  s->t = at::Tensor();
+  st.freeSlots.push_back(static_cast<uint32_t>(id & (kMaxSlots - 1)));
 }
 
 // ---- Args ----
 
 at::Tensor& Args::tensor(size_t i, const char* name) const {
   Napi::Value v = i < info_.Length() ? info_[i] : env().Undefined();
-  if (!TensorHandle::Is(v)) typeError(name, "a Tensor");
-  auto* h = TensorHandle::Unwrap(v.As<Napi::Object>());
-  if (!h->live()) throw Napi::Error::New(env(), std::string(fn_) + ": argument '" + name + "' is a disposed Tensor");
-  return h->tensor();
+  bool handle = false;
+  at::Tensor* t = TensorHandle::Find(v, &handle);
+  if (!handle) typeError(name, "a Tensor");
+  if (!t) throw Napi::Error::New(env(), std::string(fn_) + ": argument '" + name + "' is a disposed Tensor");
+  return *t;
 }
 
 std::optional<at::Tensor> Args::optTensor(size_t i, const char* name) const {
@@ -124,10 +168,11 @@ std::vector<at::Tensor> Args::tensors(size_t i, const char* name) const {
   out.reserve(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     Napi::Value v = arr.Get(k);
-    if (!TensorHandle::Is(v)) typeError(name, "an array of Tensors");
-    auto* h = TensorHandle::Unwrap(v.As<Napi::Object>());
-    if (!h->live()) throw Napi::Error::New(env(), std::string(fn_) + ": argument '" + name + "' holds a disposed Tensor");
-    out.push_back(h->tensor());
+    bool handle = false;
+    at::Tensor* t = TensorHandle::Find(v, &handle);
+    if (!handle) typeError(name, "an array of Tensors");
+    if (!t) throw Napi::Error::New(env(), std::string(fn_) + ": argument '" + name + "' holds a disposed Tensor");
+    out.push_back(*t);
   }
   return out;
 }
@@ -170,7 +215,8 @@ bool Args::boolean(size_t i, const char* name, bool dflt) const {
 }
 
 bool Args::isScalar(size_t i) const {
-  return i < info_.Length() && (info_[i].IsNumber() || info_[i].IsBoolean() || info_[i].IsBigInt());
+  // Not BigInt: that is what a tensor handle is.
+  return i < info_.Length() && (info_[i].IsNumber() || info_[i].IsBoolean());
 }
 
 at::Scalar Args::scalar(size_t i, const char* name) const {
@@ -286,7 +332,6 @@ Napi::Value copyOut(Napi::Env env, const at::Tensor& src) {
 }  // namespace
 
 void registerTensor(Napi::Env env, Napi::Object exports) {
-  TensorHandle::Init(env, exports);
 
   auto dtypes = Napi::Object::New(env);
   for (auto [name, t] : std::initializer_list<std::pair<const char*, at::ScalarType>>{
@@ -419,13 +464,15 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
   def(env, exports, "dispose", [](Args& a) {
     Napi::Value v = a.size() ? a[0] : a.env().Undefined();
     if (!TensorHandle::Is(v)) a.typeError("self", "a Tensor");
-    TensorHandle::Unwrap(v.As<Napi::Object>())->Release();
+    TensorHandle::Release(v);
   });
   def(env, exports, "isDisposed", [](Args& a) {
     Napi::Value v = a.size() ? a[0] : a.env().Undefined();
     if (!TensorHandle::Is(v)) a.typeError("self", "a Tensor");
-    return !TensorHandle::Unwrap(v.As<Napi::Object>())->live();
+    return TensorHandle::Find(v, nullptr) == nullptr;
   });
+  // isHandle(v): whether v is a tensor handle made by this addon (live or disposed).
+  def(env, exports, "isHandle", [](Args& a) { return a.size() > 0 && TensorHandle::Is(a[0]); });
   def(env, exports, "memory", [](Args& a) -> Napi::Value {
     auto s = memoryStats();
     auto o = Napi::Object::New(a.env());

@@ -13,26 +13,20 @@
 
 namespace rts {
 
-// A JS object owning one at::Tensor. dispose() frees it now; the GC finalizer is a backstop.
-class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+// Tensor handles. A handle is a JS BigInt holding an id (tag | generation | slot) into a
+// per-thread table, never a pointer: a stale, disposed or forged handle is detected, never
+// dereferenced. Making one needs no JS constructor call and no N-API finalizer reference (the two
+// costs that dominated a tiny op); the GC backstop is a FinalizationRegistry in lib/tensor.ts.
+class TensorHandle {
  public:
-  static void Init(Napi::Env env, Napi::Object exports);
-  static Napi::Object Wrap(Napi::Env env, at::Tensor t);
+  // A new handle owning t.
+  static Napi::Value Wrap(Napi::Env env, at::Tensor t);
+  // Whether v is a handle made by this addon (live or disposed).
   static bool Is(Napi::Value v);
-
-  explicit TensorHandle(const Napi::CallbackInfo& info);
-  ~TensorHandle() override;
-
-  void Release();
-  bool live() const { return live_; }
-  at::Tensor& tensor() { return t_; }
-
- private:
-  at::Tensor t_;
-  const void* storage_ = nullptr;
-  size_t bytes_ = 0;
-  bool live_ = false;
-  napi_env env_ = nullptr;
+  // The live tensor behind v, or nullptr; isHandle (if given) tells whether v is a handle at all.
+  static at::Tensor* Find(Napi::Value v, bool* isHandle);
+  // Frees the tensor behind v now; a second call is a no-op.
+  static void Release(Napi::Value v);
 };
 
 struct MemoryStats {
@@ -129,9 +123,11 @@ void def(Napi::Env env, Napi::Object exports, const char* name, F f) {
                         name));
 }
 
+void installAllocatorGuard();
 void registerTensor(Napi::Env env, Napi::Object exports);
 void registerOps(Napi::Env env, Napi::Object exports);
 void registerAutograd(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);
+void registerDistributed(Napi::Env env, Napi::Object exports);
 
 }  // namespace rts

@@ -8,3 +8,10 @@ export {
 export type { CreateOptions } from './creation.ts';
 export { cuda, setNumThreads, getNumThreads, torchVersion } from './device.ts';
 export * as F from './nn/functional.ts';
+export * as io from './io/index.ts';
+export * as distributed from './distributed/index.ts';
+export * as nn from './nn/index.ts';
+export * as models from './models/index.ts';
+export * as optim from './optim/index.ts';
+export * as data from './data/index.ts';
+export * as train from './train/index.ts';

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** An opaque native tensor handle (owns one at::Tensor). */
+/** An opaque native tensor handle (a BigInt naming one at::Tensor in the addon's table). */
 export interface Handle {
   readonly __brand: 'TensorHandle';
 }
@@ -57,6 +57,7 @@ export interface Native {
   dataPtr(t: H): number;
   dispose(t: H): void;
   isDisposed(t: H): boolean;
+  isHandle(v: unknown): boolean;
   memory(): { tensors: number; storages: number; bytes: number };
   // views and layout
   view(t: H, shape: Ints): H;
@@ -183,6 +184,15 @@ export interface Native {
   cudaMemory(device: number): { allocated: number; reserved: number; peakAllocated: number };
   cudaResetPeak(device: number): void;
   cudaEmptyCache(): void;
+  // c10d process groups (Gloo)
+  distInit(backend: string, rank: number, worldSize: number, masterAddr: string, masterPort: number, timeoutMs: number): void;
+  distRank(): number;
+  distWorldSize(): number;
+  distIsInitialized(): boolean;
+  distAllreduce(ts: H[], op: 'sum' | 'max' | 'min'): void;
+  distBroadcast(ts: H[], root: number): void;
+  distBarrier(): void;
+  distDestroy(): void;
 }
 
 function load(): Native {

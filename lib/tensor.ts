@@ -33,17 +33,46 @@ export function deviceOf(d: Device | string | undefined | null): Device | undefi
 type Scope = Tensor[];
 const scopes: Scope[] = [];
 const KEPT = Symbol('kept');
+const FREED = Symbol('freed');
+// The GC backstop: frees the tensor of a Tensor that was forgotten. Disposing an already disposed
+// handle is a no-op, so dispose() need not unregister.
+const forgotten = new FinalizationRegistry<Handle>((h) => {
+  // A cleanup callback that throws would be an uncaught exception; a forged handle is ignored.
+  if (native.isHandle(h)) native.dispose(h);
+});
+// Registering costs more than a tiny op, and most tensors are disposed (by tidy or dispose) soon
+// after they are made. So new tensors wait here, strongly held (none can be collected
+// unregistered), and those still alive are registered every 256 creations or on the next turn
+// of the event loop.
+const nursery: Tensor[] = [];
+let flushQueued = false;
+function registerNursery(): void {
+  for (const t of nursery) if (!t[FREED]) forgotten.register(t, t.h);
+  nursery.length = 0;
+}
+function flushLater(): void {
+  flushQueued = false;
+  registerNursery();
+}
 
 /** A handle on one libtorch tensor. Free it with dispose(), or create it inside tidy(). */
 export class Tensor {
   /** @internal the native handle; ops read it directly. */
   readonly h: Handle;
   /** @internal */
-  [KEPT]?: boolean;
+  declare [KEPT]?: boolean;
+  /** @internal set by dispose(); saves registering a freed tensor with the GC backstop */
+  declare [FREED]?: boolean;
 
   /** @internal Wraps a native handle; use the creation functions instead. */
   constructor(h: Handle) {
+    if (typeof h !== 'bigint') throw new TypeError('Tensor: the constructor takes a native handle; use tensor(), zeros(), ... to make tensors');
     this.h = h;
+    if (nursery.push(this) >= 256) registerNursery();
+    else if (!flushQueued) {
+      flushQueued = true;
+      setImmediate(flushLater);
+    }
     const s = scopes.length;
     if (s) scopes[s - 1]!.push(this);
   }
@@ -84,8 +113,8 @@ export class Tensor {
   /** Raw bytes of a contiguous CPU copy in this dtype. */
   toBytes(): Buffer { return native.toBytes(this.h); }
   /** Frees the memory now; any later use throws. */
-  dispose(): void { native.dispose(this.h); }
-  [Symbol.dispose](): void { native.dispose(this.h); }
+  dispose(): void { this[FREED] = true; native.dispose(this.h); }
+  [Symbol.dispose](): void { this.dispose(); }
   toString(): string { return formatTensor(this); }
   [Symbol.for('nodejs.util.inspect.custom')](): string { return this.isDisposed ? 'tensor(<disposed>)' : formatTensor(this); }
 
@@ -138,10 +167,10 @@ export class Tensor {
   sub(o: TensorLike, alpha?: number): Tensor { return new Tensor(native.sub(this.h, other(o), alpha)); }
   mul(o: TensorLike): Tensor { return new Tensor(native.mul(this.h, other(o))); }
   div(o: TensorLike): Tensor { return new Tensor(native.div(this.h, other(o))); }
-  add_(o: TensorLike, alpha?: number): this { native.add_(this.h, other(o), alpha); return this; }
-  sub_(o: TensorLike, alpha?: number): this { native.sub_(this.h, other(o), alpha); return this; }
-  mul_(o: TensorLike): this { native.mul_(this.h, other(o)); return this; }
-  div_(o: TensorLike): this { native.div_(this.h, other(o)); return this; }
+  add_(o: TensorLike, alpha?: number): this { this.drop(native.add_(this.h, other(o), alpha)); return this; }
+  sub_(o: TensorLike, alpha?: number): this { this.drop(native.sub_(this.h, other(o), alpha)); return this; }
+  mul_(o: TensorLike): this { this.drop(native.mul_(this.h, other(o))); return this; }
+  div_(o: TensorLike): this { this.drop(native.div_(this.h, other(o))); return this; }
   pow(o: TensorLike): Tensor { return new Tensor(native.pow(this.h, other(o))); }
   eq(o: TensorLike): Tensor { return new Tensor(native.eq(this.h, other(o))); }
   ne(o: TensorLike): Tensor { return new Tensor(native.ne(this.h, other(o))); }
@@ -158,7 +187,7 @@ export class Tensor {
   sqrt(): Tensor { return new Tensor(native.sqrt(this.h)); }
   rsqrt(): Tensor { return new Tensor(native.rsqrt(this.h)); }
   relu(): Tensor { return new Tensor(native.relu(this.h)); }
-  relu_(): this { native.relu_(this.h); return this; }
+  relu_(): this { this.drop(native.relu_(this.h)); return this; }
   sigmoid(): Tensor { return new Tensor(native.sigmoid(this.h)); }
   tanh(): Tensor { return new Tensor(native.tanh(this.h)); }
   sign(): Tensor { return new Tensor(native.sign(this.h)); }
@@ -169,11 +198,11 @@ export class Tensor {
   clamp(min?: number | null, max?: number | null): Tensor { return new Tensor(native.clamp(this.h, min, max)); }
   maskedFill(mask: Tensor, value: number | boolean): Tensor { return new Tensor(native.maskedFill(this.h, mask.h, value)); }
   matmul(o: Tensor): Tensor { return new Tensor(native.matmul(this.h, o.h)); }
-  fill_(v: number | boolean): this { native.fill_(this.h, v); return this; }
-  zero_(): this { native.zero_(this.h); return this; }
-  normal_(mean = 0, std = 1): this { native.normal_(this.h, mean, std); return this; }
-  uniform_(from = 0, to = 1): this { native.uniform_(this.h, from, to); return this; }
-  copy_(src: Tensor, nonBlocking = false): this { native.copy_(this.h, src.h, nonBlocking); return this; }
+  fill_(v: number | boolean): this { this.drop(native.fill_(this.h, v)); return this; }
+  zero_(): this { this.drop(native.zero_(this.h)); return this; }
+  normal_(mean = 0, std = 1): this { this.drop(native.normal_(this.h, mean, std)); return this; }
+  uniform_(from = 0, to = 1): this { this.drop(native.uniform_(this.h, from, to)); return this; }
+  copy_(src: Tensor, nonBlocking = false): this { this.drop(native.copy_(this.h, src.h, nonBlocking)); return this; }
 
   // ---- reductions (dim omitted: over everything) ----
   sum(dim?: number | Shape | null, keepdim = false, dtype?: DType): Tensor { return new Tensor(native.sum(this.h, dim, keepdim, dtypeOf(dtype))); }
@@ -210,8 +239,13 @@ export class Tensor {
   allclose(o: Tensor, rtol = 1e-5, atol = 1e-8): boolean { return native.allclose(this.h, o.h, rtol, atol); }
   equal(o: Tensor): boolean { return native.equal(this.h, o.h); }
 
+  /** @internal In-place ops hand back a second handle on this tensor; release it so it cannot leak. */
+  private drop(h: Handle | undefined): void {
+    if (h && h !== this.h) native.dispose(h);
+  }
+
   // ---- autograd ----
-  requiresGrad_(on = true): this { native.requiresGrad_(this.h, on); return this; }
+  requiresGrad_(on = true): this { this.drop(native.requiresGrad_(this.h, on)); return this; }
   /** Accumulates gradients into the leaves; gradient defaults to ones for a scalar. */
   backward(gradient?: Tensor, { retainGraph = false } = {}): void { native.backward(this.h, gradient?.h, retainGraph); }
 }
@@ -249,7 +283,7 @@ export function tidy<T>(fn: () => T): T {
     result = fn();
   } catch (e) {
     scopes.pop();
-    for (const t of scope) if (!t[KEPT]) native.dispose(t.h);
+    for (const t of scope) if (!t[KEPT]) t.dispose();
     throw e;
   }
   scopes.pop();
@@ -259,7 +293,7 @@ export function tidy<T>(fn: () => T): T {
   const parent = scopes[scopes.length - 1];
   for (const t of scope) {
     if (out.has(t)) parent?.push(t);
-    else if (!t[KEPT]) native.dispose(t.h);
+    else if (!t[KEPT]) t.dispose();
   }
   return result;
 }
@@ -275,7 +309,7 @@ export function keep<T extends Tensor>(t: T): T {
 export function dispose(v: unknown): void {
   const all = new Set<Tensor>();
   collect(v, all);
-  for (const t of all) native.dispose(t.h);
+  for (const t of all) t.dispose();
 }
 
 /** Live native tensor handles and the bytes of the storages they hold. */
@@ -332,11 +366,18 @@ function formatTensor(t: Tensor): string {
   const summarize = numel > 1000;
   const edge = 3;
   const values = Array.from(t.toArray() as ArrayLike<number | bigint>, (v) => (typeof v === 'bigint' ? Number(v) : v));
+  // One notation for all elements, chosen as torch/_tensor_str.py's _Formatter does.
+  const mags = values.filter((v) => Number.isFinite(v) && v !== 0).map(Math.abs);
+  const lo = Math.min(...mags);
+  const hi = Math.max(...mags);
+  const allInts = values.every((v) => !Number.isFinite(v) || Number.isInteger(v));
+  const sci = mags.length > 0 && (hi / lo > 1000 || hi > 1e8 || (!allInts && lo < 1e-4));
   const fmt = (v: number): string => {
     if (dtype === 'bool') return v ? 'True' : 'False';
     if (!isFloat) return String(v);
     if (!Number.isFinite(v)) return Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf';
-    return Number.isInteger(v) && Math.abs(v) < 1e8 ? `${v}.` : v.toFixed(4);
+    if (sci) return v.toExponential(4).replace(/e([+-])(\d)$/, 'e$10$2');
+    return allInts ? `${v.toFixed(0)}.` : v.toFixed(4);
   };
   const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
   const cells: string[] = [];
@@ -358,7 +399,7 @@ function formatTensor(t: Tensor): string {
   const extras: string[] = [];
   if (t.device !== 'cpu') extras.push(`device='${t.device}'`);
   if (dtype !== 'float32' && dtype !== 'int64' && dtype !== 'bool') extras.push(`dtype=torch.${dtype}`);
-  if (numel === 0) extras.unshift(`size=(${shape.join(', ')}${shape.length === 1 ? ',' : ''})`);
+  if (numel === 0 && shape.length !== 1) extras.unshift(`size=(${shape.join(', ')})`);
   if (t.requiresGrad) extras.push('requires_grad=True');
   return `tensor(${body}${extras.length ? ', ' + extras.join(', ') : ''})`;
 }

@@ -76,6 +76,11 @@ function venvTorch() {
   return null;
 }
 
+// c10d's Gloo headers include gloo's own, which the pip wheel does not ship (Debian's libgloo-dev does).
+function glooHeaders(t) {
+  return [...t.includeDirs, '/usr/include', '/usr/local/include'].some((d) => existsSync(join(d, 'gloo', 'allreduce.h')));
+}
+
 function major(version) {
   return Number(String(version ?? '0').split('.')[0]);
 }
@@ -124,7 +129,7 @@ function main() {
     '--libdirs': () => t.libDirs.join(' '),
     '--libs': () => libs.join(' '),
     '--cuda': () => (t.cuda ? '1' : '0'),
-    '--defines': () => `_GLIBCXX_USE_CXX11_ABI=${t.abi}`,
+    '--defines': () => [`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...(glooHeaders(t) ? ['USE_C10D_GLOO', 'RESNET_TS_GLOO=1'] : ['RESNET_TS_GLOO=0'])].join(' '),
     '--ldflags': () =>
       [
         ...t.libDirs.map((d) => `-L${d} -Wl,-rpath,${d}`),

@@ -1,0 +1,31 @@
+// Batches from an ImageFolder tree: each image is decoded with sharp (on libuv's thread pool, so
+// the next batches decode while the current one trains), resized so its shorter side is `size` and
+// centre-cropped to a square, which lets a batch stack; random crops then run on the batch.
+import { listImageFolder, decodeImage } from './image-folder.ts';
+import { tensor, stack } from '../creation.ts';
+import { Tensor, tidy } from '../tensor.ts';
+import { centerCrop, resize } from './transforms.ts';
+import type { BatchSource } from './loader.ts';
+
+/** A batch source over a folder of class folders; `classes` are the sorted folder names. */
+export function folderSource(dir: string, size: number): BatchSource & { classes: string[] } {
+  const { classes, samples } = listImageFolder(dir);
+  if (!samples.length) throw new Error(`${dir}: no images found in class folders`);
+  const toSquare = (t: Tensor): Tensor => centerCrop(size)(resize(size)(t));
+  return {
+    classes,
+    length: samples.length,
+    async load(indices) {
+      const picked = Array.from(indices, (i) => samples[i]!);
+      const images = await Promise.all(
+        picked.map(([path]) => decodeImage(path).catch((e: Error) => Promise.reject(new Error(`${path}: ${e.message}`)))),
+      );
+      return tidy(() => {
+        const xs = images.map((im) =>
+          toSquare(tensor(im.data, { shape: [1, im.height, im.width, 3] }).permute(0, 3, 1, 2).to('float32').div(255)).squeeze(0),
+        );
+        return { x: stack(xs), y: tensor(picked.map(([, l]) => l), { dtype: 'int64' }) };
+      });
+    },
+  };
+}

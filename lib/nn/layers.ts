@@ -1,0 +1,231 @@
+// The layers a ResNet is made of, as torch.nn's: Conv2d, BatchNorm2d, Linear, ReLU, pooling, Flatten, Identity, Sequential.
+import { empty, ones, zeros } from '../creation.ts';
+import type { Tensor } from '../tensor.ts';
+import * as F from './functional.ts';
+import { constant_, torchDefault_ } from './init.ts';
+import { Module } from './module.ts';
+
+type Pair = number | readonly [number, number];
+const pair = (v: Pair): [number, number] => (typeof v === 'number' ? [v, v] : [v[0], v[1]]);
+
+function positiveInt(v: number, what: string, layer: string): number {
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${layer}: ${what} must be a positive integer; got ${v}`);
+  return v;
+}
+
+/** Options of Conv2d, as torch.nn.Conv2d's. */
+export interface Conv2dOptions {
+  stride?: Pair;
+  padding?: Pair;
+  dilation?: Pair;
+  groups?: number;
+  bias?: boolean;
+}
+
+/** 2-D convolution; weight [out, in/groups, kh, kw], torch's default init (models re-initialise). */
+export class Conv2d extends Module {
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly kernelSize: [number, number];
+  readonly stride: [number, number];
+  readonly padding: [number, number];
+  readonly dilation: [number, number];
+  readonly groups: number;
+
+  constructor(inChannels: number, outChannels: number, kernelSize: Pair, { stride = 1, padding = 0, dilation = 1, groups = 1, bias = true }: Conv2dOptions = {}) {
+    super();
+    this.inChannels = positiveInt(inChannels, 'inChannels', 'Conv2d');
+    this.outChannels = positiveInt(outChannels, 'outChannels', 'Conv2d');
+    this.groups = positiveInt(groups, 'groups', 'Conv2d');
+    if (inChannels % groups || outChannels % groups) throw new Error(`Conv2d: channels ${inChannels}->${outChannels} are not divisible by groups=${groups}`);
+    [this.kernelSize, this.stride, this.padding, this.dilation] = [pair(kernelSize), pair(stride), pair(padding), pair(dilation)];
+    const w = this.registerParameter('weight', empty([outChannels, inChannels / groups, ...this.kernelSize]));
+    const b = bias ? this.registerParameter('bias', empty([outChannels])) : null;
+    torchDefault_(w, b);
+  }
+
+  get weight(): Tensor { return this.param('weight'); }
+  get bias(): Tensor | null { return this.hasParam('bias') ? this.param('bias') : null; }
+
+  forward(x: Tensor): Tensor {
+    return F.conv2d(x, this.weight, this.bias, { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups });
+  }
+
+  protected override extraRepr(): string {
+    const k = this.kernelSize;
+    return `${this.inChannels}, ${this.outChannels}, kernel_size=(${k}), stride=(${this.stride})` +
+      (this.padding.some(Boolean) ? `, padding=(${this.padding})` : '') +
+      (this.dilation.some((d) => d !== 1) ? `, dilation=(${this.dilation})` : '') +
+      (this.groups !== 1 ? `, groups=${this.groups}` : '') + (this.bias ? '' : ', bias=False');
+  }
+}
+
+/** Batch normalisation over NCHW; training updates running_mean/var (momentum 0.1) and counts num_batches_tracked. */
+export class BatchNorm2d extends Module {
+  readonly numFeatures: number;
+  readonly eps: number;
+  readonly momentum: number;
+
+  constructor(numFeatures: number, { eps = 1e-5, momentum = 0.1 }: { eps?: number; momentum?: number } = {}) {
+    super();
+    this.numFeatures = positiveInt(numFeatures, 'numFeatures', 'BatchNorm2d');
+    [this.eps, this.momentum] = [eps, momentum];
+    this.registerParameter('weight', ones([numFeatures]));
+    this.registerParameter('bias', zeros([numFeatures]));
+    this.registerBuffer('running_mean', zeros([numFeatures]));
+    this.registerBuffer('running_var', ones([numFeatures]));
+    this.registerBuffer('num_batches_tracked', zeros([], { dtype: 'int64' }));
+  }
+
+  get weight(): Tensor { return this.param('weight'); }
+  get bias(): Tensor { return this.param('bias'); }
+  get runningMean(): Tensor { return this.buffer('running_mean'); }
+  get runningVar(): Tensor { return this.buffer('running_var'); }
+  get numBatchesTracked(): Tensor { return this.buffer('num_batches_tracked'); }
+
+  /** Resets the statistics to their initial values (mean 0, var 1, count 0). */
+  resetRunningStats(): void {
+    constant_(this.runningMean, 0);
+    constant_(this.runningVar, 1);
+    this.numBatchesTracked.zero_();
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.ndim !== 4) throw new Error(`BatchNorm2d: expected 4D input (N, C, H, W); got shape [${x.shape.join(', ')}]`);
+    if (this.training) this.numBatchesTracked.add_(1);
+    return F.batchNorm(x, this.runningMean, this.runningVar, {
+      weight: this.weight, bias: this.bias, training: this.training, momentum: this.momentum, eps: this.eps,
+    });
+  }
+
+  protected override isNorm(): boolean {
+    return true;
+  }
+
+  protected override extraRepr(): string {
+    return `${this.numFeatures}, eps=${this.eps}, momentum=${this.momentum}`;
+  }
+}
+
+/** y = x Wᵀ + b with torch's default init. */
+export class Linear extends Module {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+
+  constructor(inFeatures: number, outFeatures: number, { bias = true }: { bias?: boolean } = {}) {
+    super();
+    this.inFeatures = positiveInt(inFeatures, 'inFeatures', 'Linear');
+    this.outFeatures = positiveInt(outFeatures, 'outFeatures', 'Linear');
+    const w = this.registerParameter('weight', empty([outFeatures, inFeatures]));
+    const b = bias ? this.registerParameter('bias', empty([outFeatures])) : null;
+    torchDefault_(w, b);
+  }
+
+  get weight(): Tensor { return this.param('weight'); }
+  get bias(): Tensor | null { return this.hasParam('bias') ? this.param('bias') : null; }
+
+  forward(x: Tensor): Tensor {
+    return F.linear(x, this.weight, this.bias);
+  }
+
+  protected override extraRepr(): string {
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${this.bias ? 'True' : 'False'}`;
+  }
+}
+
+/** max(x, 0); inplace overwrites its input (as torchvision's ReLU(inplace=True)). */
+export class ReLU extends Module {
+  constructor(readonly inplace = false) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return this.inplace ? x.relu_() : x.relu();
+  }
+}
+
+/** 2-D max pooling. */
+export class MaxPool2d extends Module {
+  constructor(readonly kernelSize: Pair, readonly options: { stride?: Pair; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {}) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return F.maxPool2d(x, this.kernelSize, this.options);
+  }
+}
+
+/** 2-D average pooling. */
+export class AvgPool2d extends Module {
+  constructor(readonly kernelSize: Pair, readonly options: { stride?: Pair; padding?: Pair; ceilMode?: boolean; countIncludePad?: boolean } = {}) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return F.avgPool2d(x, this.kernelSize, this.options);
+  }
+}
+
+/** Average pooling to a fixed output size (1 gives global average pooling). */
+export class AdaptiveAvgPool2d extends Module {
+  constructor(readonly outputSize: Pair) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return F.adaptiveAvgPool2d(x, this.outputSize);
+  }
+}
+
+/** Flattens dimensions startDim..endDim into one. */
+export class Flatten extends Module {
+  constructor(readonly startDim = 1, readonly endDim = -1) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return x.flatten(this.startDim, this.endDim);
+  }
+}
+
+/** Returns its input unchanged. */
+export class Identity extends Module {
+  forward(x: Tensor): Tensor {
+    return x;
+  }
+}
+
+/** Runs its children in order; they are named '0', '1', ... as in torch. */
+export class Sequential extends Module {
+  constructor(...layers: Module[]) {
+    super();
+    layers.forEach((m, i) => this.registerModule(String(i), m));
+  }
+
+  /** The i-th layer. */
+  at<M extends Module = Module>(i: number): M {
+    return this.child<M>(String(i));
+  }
+
+  get length(): number {
+    return this.namedChildren().length;
+  }
+
+  forward(x: Tensor): Tensor {
+    return chain(x, ...this.namedChildren().map(([, m]) => m));
+  }
+}
+
+/**
+ * Applies layers in turn, disposing each intermediate handle at once (autograd holds its own references to
+ * what backward needs), so a forward pass outside tidy() leaves only its output behind.
+ */
+export function chain(x: Tensor, ...layers: Module[]): Tensor {
+  let y = x;
+  for (const m of layers) {
+    const next = m.forward(y);
+    if (y !== x && next !== y) y.dispose();
+    y = next;
+  }
+  return y;
+}

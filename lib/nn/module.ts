@@ -1,0 +1,278 @@
+// Module: the ordered registry of parameters, buffers and child modules that every layer and model extends.
+import { Tensor, keep, noGrad, deviceOf, type Device, type DType } from '../tensor.ts';
+
+const FLOAT_DTYPES = new Set<DType>(['float32', 'float64', 'float16', 'bfloat16']);
+
+/** What loadStateDict found besides the keys it copied (non-strict mode reports instead of throwing). */
+export interface LoadResult {
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+/**
+ * Base class of layers and models, as torch.nn.Module: parameters, buffers and children are registered
+ * by name in order, which fixes the state-dict keys (`layer1.0.conv1.weight`). Registered tensors are
+ * keep()-ed, so tidy() never sweeps them; layers read them through param()/buffer() because to()
+ * replaces them with moved copies.
+ */
+export abstract class Module {
+  /** Whether the module is in training mode (BatchNorm uses batch statistics, Dropout drops). */
+  training = true;
+  private readonly params = new Map<string, Tensor>();
+  private readonly bufs = new Map<string, Tensor>();
+  private readonly children = new Map<string, Module>();
+
+  /** Computes the output; subclasses define it. */
+  abstract forward(x: Tensor): Tensor;
+
+  /** Registers a parameter: kept out of every tidy(), requires grad. */
+  protected registerParameter(name: string, t: Tensor): Tensor {
+    this.checkFree(name);
+    keep(t).requiresGrad_(true);
+    this.params.set(name, t);
+    return t;
+  }
+
+  /** Registers a buffer (state that is saved but not trained, e.g. BN running statistics). */
+  protected registerBuffer(name: string, t: Tensor): Tensor {
+    this.checkFree(name);
+    this.bufs.set(name, keep(t));
+    return t;
+  }
+
+  /** Registers a child module under name; its keys are prefixed with `name.`. */
+  protected registerModule<M extends Module>(name: string, m: M): M {
+    if (!(m instanceof Module)) throw new TypeError(`${this.constructor.name}.registerModule: '${name}' is not a Module`);
+    this.checkFree(name);
+    this.children.set(name, m);
+    return m;
+  }
+
+  private checkFree(name: string): void {
+    if (!name || name.includes('.')) throw new Error(`${this.constructor.name}: invalid name '${name}' (non-empty, no dots)`);
+    if (this.params.has(name) || this.bufs.has(name) || this.children.has(name)) {
+      throw new Error(`${this.constructor.name}: '${name}' is already registered`);
+    }
+  }
+
+  /** The current tensor of a parameter registered here. */
+  protected param(name: string): Tensor {
+    const t = this.params.get(name);
+    if (!t) throw new Error(`${this.constructor.name} has no parameter '${name}'`);
+    return t;
+  }
+
+  /** The current tensor of a buffer registered here. */
+  protected buffer(name: string): Tensor {
+    const t = this.bufs.get(name);
+    if (!t) throw new Error(`${this.constructor.name} has no buffer '${name}'`);
+    return t;
+  }
+
+  /** Whether a parameter is registered here under name (optional ones such as a conv bias). */
+  protected hasParam(name: string): boolean {
+    return this.params.has(name);
+  }
+
+  /** The child module registered under name. */
+  child<M extends Module = Module>(name: string): M {
+    const m = this.children.get(name);
+    if (!m) throw new Error(`${this.constructor.name} has no child module '${name}'`);
+    return m as M;
+  }
+
+  /** Direct children, in registration order. */
+  namedChildren(): [string, Module][] {
+    return [...this.children];
+  }
+
+  /** This module ('' ) and every descendant with its dotted path, depth-first in registration order. */
+  namedModules(prefix = ''): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [n, m] of this.children) out.push(...m.namedModules(prefix ? `${prefix}.${n}` : n));
+    return out;
+  }
+
+  /** Every module (this one first). */
+  modules(): Module[] {
+    return this.namedModules().map(([, m]) => m);
+  }
+
+  /** [dotted name, tensor] of every parameter, in state-dict order. */
+  namedParameters(): [string, Tensor][] {
+    return this.collect((m) => m.params);
+  }
+
+  /** Every parameter tensor (what an optimizer takes). */
+  parameters(): Tensor[] {
+    return this.namedParameters().map(([, t]) => t);
+  }
+
+  /** [dotted name, tensor] of every buffer. */
+  namedBuffers(): [string, Tensor][] {
+    return this.collect((m) => m.bufs);
+  }
+
+  /** Every buffer tensor. */
+  buffers(): Tensor[] {
+    return this.namedBuffers().map(([, t]) => t);
+  }
+
+  private collect(pick: (m: Module) => Map<string, Tensor>): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const [path, m] of this.namedModules()) for (const [n, t] of pick(m)) out.push([path ? `${path}.${n}` : n, t]);
+    return out;
+  }
+
+  /** Whether the named parameter belongs to a normalisation layer (BatchNorm); such parameters usually get no weight decay. */
+  isNormParam(name: string): boolean {
+    const dot = name.lastIndexOf('.');
+    const owner = this.namedModules().find(([p]) => p === (dot < 0 ? '' : name.slice(0, dot)))?.[1];
+    return owner !== undefined && owner.isNorm() && owner.params.has(name.slice(dot + 1));
+  }
+
+  /** Overridden by normalisation layers. */
+  protected isNorm(): boolean {
+    return false;
+  }
+
+  /** Total number of parameter elements. */
+  numParameters({ trainableOnly = false } = {}): number {
+    let n = 0;
+    for (const t of this.parameters()) if (!trainableOnly || t.requiresGrad) n += t.numel;
+    return n;
+  }
+
+  /**
+   * Parameters and buffers by dotted key, as torch's state_dict(). The values are the module's own tensors
+   * (not copies): read or save them, do not dispose them.
+   */
+  stateDict(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const [path, m] of this.namedModules()) {
+      for (const [n, t] of m.params) out[path ? `${path}.${n}` : n] = t;
+      for (const [n, t] of m.bufs) out[path ? `${path}.${n}` : n] = t;
+    }
+    return out;
+  }
+
+  /**
+   * Copies a state dict into this module's tensors (converting dtype and device). Strict by default: missing
+   * or unexpected keys throw an Error listing them by name; shape mismatches always throw. A missing
+   * `num_batches_tracked` is accepted, as torch does for old checkpoints.
+   */
+  loadStateDict(sd: Record<string, Tensor>, { strict = true }: { strict?: boolean } = {}): LoadResult {
+    if (!sd || typeof sd !== 'object') throw new TypeError('loadStateDict: expected a Record<string, Tensor>');
+    const own = this.stateDict();
+    const missingKeys: string[] = [];
+    const mismatches: string[] = [];
+    const pairs: [Tensor, Tensor][] = [];
+    for (const [k, dst] of Object.entries(own)) {
+      const src = sd[k];
+      if (src === undefined) {
+        if (!k.endsWith('num_batches_tracked')) missingKeys.push(k);
+        continue;
+      }
+      if (!(src instanceof Tensor)) throw new TypeError(`loadStateDict: value of '${k}' is not a Tensor`);
+      const [a, b] = [src.shape, dst.shape];
+      if (a.length !== b.length || a.some((v, i) => v !== b[i])) {
+        mismatches.push(`size mismatch for ${k}: copying a param with shape [${a.join(', ')}] from checkpoint, the shape in current model is [${b.join(', ')}]`);
+      } else {
+        pairs.push([dst, src]);
+      }
+    }
+    const unexpectedKeys = Object.keys(sd).filter((k) => !(k in own));
+    const problems = [
+      ...(strict && missingKeys.length ? [`Missing key(s) in state_dict: ${missingKeys.map((k) => `"${k}"`).join(', ')}`] : []),
+      ...(strict && unexpectedKeys.length ? [`Unexpected key(s) in state_dict: ${unexpectedKeys.map((k) => `"${k}"`).join(', ')}`] : []),
+      ...mismatches,
+    ];
+    if (problems.length) throw new Error(`Error(s) in loading state_dict for ${this.constructor.name}:\n\t${problems.join('\n\t')}`);
+    noGrad(() => {
+      for (const [dst, src] of pairs) dst.copy_(src);
+    });
+    return { missingKeys, unexpectedKeys };
+  }
+
+  /** Sets training mode on this module and every descendant. */
+  train(on = true): this {
+    for (const m of this.modules()) m.training = on;
+    return this;
+  }
+
+  /** Sets evaluation mode (train(false)). */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /**
+   * Moves every parameter and buffer to a device and/or casts floating ones to dtype, as torch's Module.to.
+   * The moved tensors replace the old ones, which are disposed: build optimizers after calling to().
+   */
+  to(target: Device | DType | { device?: Device; dtype?: DType }, dtype?: DType): this {
+    let device: Device | undefined;
+    let cast: DType | undefined = dtype;
+    if (typeof target === 'string' && FLOAT_DTYPES.has(target as DType)) cast = target as DType;
+    else if (typeof target === 'string') device = deviceOf(target);
+    else if (target && typeof target === 'object') [device, cast] = [deviceOf(target.device), target.dtype ?? cast];
+    else throw new TypeError(`Module.to: expected a device, a floating dtype or { device, dtype }; got ${String(target)}`);
+    if (cast !== undefined && !FLOAT_DTYPES.has(cast)) throw new TypeError(`Module.to: dtype must be a floating type; got ${cast}`);
+    this.replaceTensors((t) => {
+      const d = device && device !== t.device && !(device === 'cuda' && t.device === 'cuda:0') ? device : undefined;
+      const c = cast && FLOAT_DTYPES.has(t.dtype) && cast !== t.dtype ? cast : undefined;
+      return d || c ? t.to({ device: d, dtype: c }) : undefined;
+    });
+    return this;
+  }
+
+  /** Stores every 4-D parameter and buffer (conv weights) channels-last, as torch's to(memory_format=channels_last). */
+  toChannelsLast(): this {
+    this.replaceTensors((t) => (t.ndim === 4 && !t.isChannelsLast ? t.contiguous('channelsLast') : undefined));
+    return this;
+  }
+
+  /** Swaps each parameter/buffer for fn's copy (undefined keeps it), keeping requiresGrad and disposing the old one. */
+  private replaceTensors(fn: (t: Tensor) => Tensor | undefined): void {
+    for (const m of this.modules()) {
+      for (const map of [m.params, m.bufs]) {
+        for (const [n, t] of map) {
+          const moved = noGrad(() => fn(t));
+          if (!moved) continue;
+          keep(moved);
+          if (map === m.params) moved.requiresGrad_(t.requiresGrad);
+          map.set(n, moved);
+          t.dispose();
+        }
+      }
+    }
+  }
+
+  /** Clears every parameter's gradient (set to null, as torch's zero_grad(set_to_none=True)). */
+  zeroGrad(): void {
+    for (const t of this.parameters()) t.grad = null;
+  }
+
+  /** Calls fn on every descendant and then this module (torch's apply order); returns this. */
+  apply(fn: (m: Module) => void): this {
+    for (const [, c] of this.children) c.apply(fn);
+    fn(this);
+    return this;
+  }
+
+  /** Disposes every parameter and buffer; the module is unusable afterwards. */
+  dispose(): void {
+    for (const t of [...this.parameters(), ...this.buffers()]) t.dispose();
+  }
+
+  /** An indented tree of the modules, like torch's repr. */
+  toString(): string {
+    const kids = [...this.children].map(([n, m]) => `(${n}): ${m.toString().replace(/\n/g, '\n  ')}`);
+    const head = `${this.constructor.name}(${this.extraRepr()}`;
+    return kids.length ? `${head}\n  ${kids.join('\n  ')}\n)` : `${head})`;
+  }
+
+  /** The layer's settings shown by toString(). */
+  protected extraRepr(): string {
+    return '';
+  }
+}

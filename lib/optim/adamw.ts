@@ -1,0 +1,59 @@
+// AdamW (Loshchilov & Hutter): decoupled weight decay; torch.optim.AdamW's foreach algorithm.
+import { Tensor, noGrad, tidy } from '../tensor.ts';
+import { zerosLike } from '../creation.ts';
+import { native } from '../native.ts';
+import { Optimizer, type ParamGroup } from './optimizer.ts';
+
+export interface AdamWOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+/** AdamW, update for update as torch.optim.AdamW(foreach=True). */
+export class AdamW extends Optimizer<AdamWOptions> {
+  protected readonly kind = 'AdamW';
+
+  constructor(params: Iterable<Tensor> | ParamGroup<AdamWOptions>[], o: Partial<AdamWOptions> = {}) {
+    super(params, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, ...o });
+  }
+
+  protected validate(o: AdamWOptions): void {
+    if (!(o.lr >= 0)) throw new Error(`AdamW: lr must be >= 0; got ${o.lr}`);
+    if (!(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1)) throw new Error(`AdamW: betas must lie in [0, 1); got ${o.beta1}, ${o.beta2}`);
+    if (!(o.eps >= 0)) throw new Error(`AdamW: eps must be >= 0; got ${o.eps}`);
+    if (!(o.weightDecay >= 0)) throw new Error(`AdamW: weightDecay must be >= 0; got ${o.weightDecay}`);
+  }
+
+  step(): void {
+    noGrad(() => tidy(() => {
+      for (const g of this.groups) {
+        const { ps, gs } = this.withGrads(g);
+        if (!ps.length) continue;
+        const pH = ps.map((p) => p.h);
+        const m = ps.map((p) => this.stateOf(p, 'exp_avg', () => zerosLike(p)).h);
+        const v = ps.map((p) => this.stateOf(p, 'exp_avg_sq', () => zerosLike(p)).h);
+        for (const p of ps) this.steps.set(p, (this.steps.get(p) ?? 0) + 1);
+        if (g.weightDecay) native.foreachMulScalar_(pH, 1 - g.lr * g.weightDecay);
+        native.foreachLerp_(m, gs, 1 - g.beta1);
+        native.foreachMulScalar_(v, g.beta2);
+        native.foreachAddcmul_(v, gs, gs, 1 - g.beta2);
+        // Parameters added later have fewer steps: bias corrections go per step count.
+        const byStep = new Map<number, number[]>();
+        ps.forEach((p, i) => {
+          const t = this.steps.get(p)!;
+          byStep.set(t, [...(byStep.get(t) ?? []), i]);
+        });
+        for (const [t, idx] of byStep) {
+          const pick = <T>(a: T[]): T[] => idx.map((i) => a[i]!);
+          const denom = native.foreachSqrt(pick(v)).map((h) => new Tensor(h).h);
+          native.foreachMulScalar_(denom, 1 / Math.sqrt(1 - g.beta2 ** t));
+          native.foreachAddScalar_(denom, g.eps);
+          native.foreachAddcdiv_(pick(pH), pick(m), denom, -g.lr / (1 - g.beta1 ** t));
+        }
+      }
+    }));
+  }
+}

@@ -1,0 +1,182 @@
+"""PyTorch side of `npm run bench`: the same cases as scripts/bench.ts, timed in this process.
+
+Run by scripts/bench.ts with the Python of the very torch build the addon links. torchvision is
+not importable beside the pip CPU torch here, so the ResNet/ResNeXt below follow torchvision's
+models/resnet.py layer for layer (same shapes, same ops, same parameter count).
+
+Usage: python bench_torch.py '<json case>'  ->  prints one JSON line {"seconds": [...], "peakBytes": N}
+"""
+import json
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block, layers, groups=1, width_per_group=64, num_classes=1000):
+        super().__init__()
+        self.inplanes = 64
+        self.groups = groups
+        self.base_width = width_per_group
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], 2)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+MODELS = {
+    'resnet18': lambda: ResNet(BasicBlock, [2, 2, 2, 2]),
+    'resnet50': lambda: ResNet(Bottleneck, [3, 4, 6, 3]),
+    'resnext50_32x4d': lambda: ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4),
+}
+
+
+def sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def run(case):
+    torch.set_num_threads(case['threads'])
+    device = case.get('device', 'cpu')
+    reps, warmup = case['iters'], case['warmup']
+    if case['kind'] == 'micro':
+        x = torch.ones(1, device=device)
+        n = case['calls']
+        for _ in range(1000):
+            x + x
+        out = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            for _ in range(n):
+                x + x
+            out.append((time.perf_counter() - t) / n)
+        return out, 0
+    torch.manual_seed(0)
+    model = MODELS[case['model']]().to(device)
+    cl = case.get('channelsLast', False)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    b, s = case['batch'], case['size']
+    x = torch.randn(b, 3, s, s, device=device)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = case.get('amp')
+    ac = (lambda: torch.autocast(device_type=device.split(':')[0], dtype=torch.bfloat16)) if amp == 'bf16' else None
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
+    if case['kind'] == 'infer':
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                if ac:
+                    with ac():
+                        model(x)
+                else:
+                    model(x)
+    else:
+        model.train()
+        y = torch.randint(0, 1000, (b,), device=device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4,
+                              foreach=True)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            if ac:
+                with ac():
+                    loss = nn.functional.cross_entropy(model(x), y)
+            else:
+                loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+    for _ in range(warmup):
+        step()
+    sync(device)
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        step()
+        sync(device)
+        out.append(time.perf_counter() - t)
+    peak = torch.cuda.max_memory_allocated() if device.startswith('cuda') else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out, peak
+
+
+if __name__ == '__main__':
+    seconds, peak = run(json.loads(sys.argv[1]))
+    print(json.dumps({'seconds': seconds, 'peakBytes': peak, 'torch': torch.__version__}))

@@ -1,0 +1,239 @@
+// npm run train -- [flags]: trains a registry model on Fashion-MNIST, MNIST, CIFAR-10/100 or an image
+// folder; writes metrics.jsonl, summary.json, report.html and checkpoints to --out. Ctrl-C saves a
+// checkpoint and exits 130 (a second Ctrl-C exits at once); --resume continues from it.
+import { availableParallelism } from 'node:os';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { Device } from '../lib/index.ts';
+import type { ArrayDataset } from '../lib/data/dataset.ts';
+import type { BatchSource, Transform } from '../lib/data/index.ts';
+import type { LrFn } from '../lib/optim/index.ts';
+import type { ModelOptions } from '../lib/models/index.ts';
+
+// libgomp's threads spin while waiting; on a shared 2-core machine a spinning thread starves the
+// one doing the work and small ops take milliseconds. Passive waiting must be chosen before libtorch
+// loads, hence the dynamic import.
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+const { manualSeed, models, setNumThreads, cuda, data, optim, train } = await import('../lib/index.ts');
+
+const EXIT_USAGE = 2;
+const EXIT_INTERRUPTED = 130;
+
+const int = (min: number) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
+  return n;
+};
+const float = (min: number) => (v: string): number => {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < min) throw new InvalidArgumentError(`expected a number >= ${min}`);
+  return n;
+};
+const ints = (v: string): number[] => v.split(',').map((s) => int(0)(s.trim()));
+
+const program = new Command('train')
+  .description('Train a ResNet/ResNeXt on Fashion-MNIST (default), MNIST, CIFAR-10/100 or an image folder.')
+  .option('--model <name>', `model from the registry (${models.list().length} names, e.g. resnet20, resnet56, resnet18)`, 'resnet20')
+  .option('--data <name|folder>', 'fashion-mnist | mnist | cifar10 | cifar100 | a folder of class folders', 'fashion-mnist')
+  .option('--data-dir <dir>', 'where the dataset files are (default for fashion-mnist: Debian\'s /usr/share/datasets/fashion-mnist)')
+  .option('--epochs <n>', 'epochs', int(1), 4)
+  .option('--batch-size <n>', 'training batch size', int(1), 128)
+  .option('--eval-batch-size <n>', 'evaluation batch size', int(1), 500)
+  .addOption(new Option('--optimizer <name>', 'optimizer').choices(['sgd', 'adamw']).default('sgd'))
+  .option('--lr <x>', 'peak learning rate', float(0), 0.1)
+  .option('--momentum <x>', 'SGD momentum', float(0), 0.9)
+  .option('--nesterov', 'Nesterov momentum', false)
+  .addOption(new Option('--schedule <name>', 'learning-rate schedule, stepped per batch').choices(['cosine', 'multistep', 'onecycle', 'constant']).default('cosine'))
+  .option('--milestones <epochs>', 'multistep: comma-separated epochs where lr drops ×0.1 (default: 50%,75% of --epochs)', ints)
+  .option('--warmup <epochs>', 'linear warm-up epochs before cosine/multistep/constant (may be fractional)', float(0), 0.2)
+  .option('--wd <x>', 'weight decay', float(0), 5e-4)
+  .option('--wd-all', 'apply weight decay to BatchNorm weights and biases too', false)
+  .option('--label-smoothing <x>', 'label smoothing for cross-entropy', float(0), 0)
+  .option('--clip-grad <x>', 'clip the gradient norm to this value', float(0))
+  .addOption(new Option('--augment <kind>', 'training augmentation (crop-flip: random crop with padding + horizontal flip)').choices(['crop-flip', 'crop', 'flip', 'none']).default('flip'))
+  .option('--crop-padding <n>', 'padding of the random crop', int(0), 2)
+  .addOption(new Option('--device <device>', 'cpu or cuda').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--amp <dtype>', 'mixed precision').choices(['bf16', 'fp16']))
+  .option('--channels-last', 'channels-last memory format (CUDA)', false)
+  .option('--workers <n>', 'batches prepared ahead; also the decoding threads for image folders', int(0), 2)
+  .option('--threads <n>', 'CPU threads for tensor ops', int(1), availableParallelism())
+  .option('--image-size <n>', 'image folders: training crop size', int(8), 224)
+  .option('--out <dir>', 'output directory (default: runs/<model>-<data>)')
+  .option('--resume', 'continue from <out>/checkpoint.safetensors', false)
+  .option('--seed <n>', 'random seed (initialisation, shuffling, augmentation)', int(0), 0)
+  .option('--limit-train <n>', 'use only the first n training images', int(1))
+  .option('--limit-test <n>', 'use only the first n test images', int(1))
+  .option('--log-every <n>', 'steps per point of the loss curve', int(1), 50)
+  .option('--quiet', 'no progress output', false)
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+  .showHelpAfterError('(run with --help for all flags)');
+
+type Flags = {
+  model: string; data: string; dataDir?: string; epochs: number; batchSize: number; evalBatchSize: number; optimizer: 'sgd' | 'adamw';
+  lr: number; momentum: number; nesterov: boolean; schedule: 'cosine' | 'multistep' | 'onecycle' | 'constant'; milestones?: number[];
+  warmup: number; wd: number; wdAll: boolean; labelSmoothing: number; clipGrad?: number; augment: string; cropPadding: number;
+  device: 'cpu' | 'cuda'; amp?: 'bf16' | 'fp16'; channelsLast: boolean; workers: number; threads: number; imageSize: number;
+  out?: string; resume: boolean; seed: number; limitTrain?: number; limitTest?: number; logEvery: number; quiet: boolean;
+};
+
+function usage(message: string): never {
+  process.stderr.write(`train: ${message}\n`);
+  process.exit(EXIT_USAGE);
+}
+
+function parseFlags(): Flags {
+  try {
+    program.parse(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version') process.exit(0);
+      process.exit(EXIT_USAGE);
+    }
+    throw e;
+  }
+  const f = program.opts<Flags>();
+  if (program.args.length) usage(`unexpected argument '${program.args[0]}'`);
+  if (f.nesterov && f.optimizer !== 'sgd') usage('--nesterov applies only to --optimizer sgd');
+  if (f.milestones && f.schedule !== 'multistep') usage('--milestones applies only to --schedule multistep');
+  if (f.device === 'cuda' && !cuda.isAvailable()) usage('--device cuda: no CUDA device is available');
+  if (f.wd > 1) usage(`--wd ${f.wd} is implausibly large (expected e.g. 5e-4)`);
+  if (f.labelSmoothing >= 1) usage('--label-smoothing must be < 1');
+  return f;
+}
+
+interface Datasets {
+  train: BatchSource;
+  test: BatchSource;
+  classes: number;
+  channels: number;
+  mean: readonly number[];
+  std: readonly number[];
+  size: number;
+}
+
+function arrays(trainSet: ArrayDataset, testSet: ArrayDataset, f: Flags): Datasets {
+  const tr = data.limit(trainSet, f.limitTrain);
+  const te = data.limit(testSet, f.limitTest);
+  return { train: data.arraySource(tr), test: data.arraySource(te), classes: tr.classes.length, channels: tr.shape[0], mean: tr.mean, std: tr.std, size: tr.shape[1] };
+}
+
+function loadData(f: Flags): Datasets {
+  const dir = f.dataDir;
+  const needDir = (): string => dir ?? usage(`--data ${f.data} needs --data-dir <dir>`);
+  switch (f.data) {
+    case 'fashion-mnist':
+      return arrays(data.loadFashionMnist('train', dir), data.loadFashionMnist('test', dir), f);
+    case 'mnist':
+      return arrays(data.loadMnist('train', needDir()), data.loadMnist('test', needDir()), f);
+    case 'cifar10':
+      return arrays(data.loadCifar10('train', needDir()), data.loadCifar10('test', needDir()), f);
+    case 'cifar100':
+      return arrays(data.loadCifar100('train', needDir()), data.loadCifar100('test', needDir()), f);
+    default: {
+      if (!existsSync(f.data) || !statSync(f.data).isDirectory()) usage(`--data '${f.data}' is neither a known dataset (fashion-mnist, mnist, cifar10, cifar100) nor a folder`);
+      const trainDir = existsSync(join(f.data, 'train')) ? join(f.data, 'train') : f.data;
+      const testDir = existsSync(join(f.data, 'val')) ? join(f.data, 'val') : existsSync(join(f.data, 'test')) ? join(f.data, 'test') : trainDir;
+      const stored = Math.round(f.imageSize / 0.875);
+      const tr = data.folderSource(trainDir, stored);
+      const te = data.folderSource(testDir, stored);
+      const lim = (s: BatchSource, n?: number): BatchSource => (n && n < s.length ? { length: n, load: (i) => s.load(i) } : s);
+      return { train: lim(tr, f.limitTrain), test: lim(te, f.limitTest), classes: tr.classes.length, channels: 3, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], size: f.imageSize };
+    }
+  }
+}
+
+function trainTransform(f: Flags, d: Datasets, folder: boolean): Transform {
+  const steps: Transform[] = [];
+  if (folder) steps.push(data.randomResizedCrop(d.size));
+  else if (f.augment === 'crop-flip' || f.augment === 'crop') steps.push(data.randomCrop(d.size, f.cropPadding));
+  if (f.augment === 'crop-flip' || f.augment === 'flip' || folder) steps.push(data.randomHorizontalFlip());
+  steps.push(data.normalize(d.mean, d.std));
+  return data.compose(...steps);
+}
+
+function schedule(f: Flags, stepsPerEpoch: number): { lr: LrFn; momentum?: (s: number) => number } {
+  const total = f.epochs * stepsPerEpoch;
+  const warm = Math.min(Math.round(f.warmup * stepsPerEpoch), total - 1);
+  switch (f.schedule) {
+    case 'onecycle':
+      return optim.oneCycle(total, { maxMomentum: f.optimizer === 'sgd' ? Math.max(f.momentum, 0.85) : 0.95 });
+    case 'multistep': {
+      const ms = f.milestones ?? [Math.round(f.epochs * 0.5), Math.round(f.epochs * 0.75)];
+      return { lr: optim.warmup(warm, optim.multiStep(ms.map((e) => e * stepsPerEpoch - warm)), 0.1) };
+    }
+    case 'constant':
+      return { lr: optim.warmup(warm, optim.constant(), 0.1) };
+    default:
+      return { lr: optim.warmup(warm, optim.cosine(total - warm), 0.1) };
+  }
+}
+
+async function main(): Promise<void> {
+  const f = parseFlags();
+  process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, f.workers));
+  setNumThreads(f.threads);
+  const device: Device = f.device;
+  const out = f.out ?? join('runs', `${f.model}-${f.data.replace(/[^\w.-]+/g, '_')}`);
+  let model;
+  const folder = !['fashion-mnist', 'mnist', 'cifar10', 'cifar100'].includes(f.data);
+  const d = loadData(f);
+  manualSeed(f.seed);
+  try {
+    model = models.create(f.model, { inChannels: d.channels, numClasses: d.classes } as ModelOptions);
+  } catch (e) {
+    usage(`--model: ${(e as Error).message}`);
+  }
+  if (models.family(f.model) === 'imagenet' && d.channels !== 3) usage(`--model ${f.model} expects 3-channel images; use a CIFAR-family model (e.g. resnet20) for ${f.data}`);
+  model.to(device);
+  const named = model.namedParameters();
+  const groups = f.wdAll ? [{ params: named.map(([, p]) => p) }] : optim.noDecayOnNormAndBias(named, f.wd);
+  const optimizer = f.optimizer === 'sgd'
+    ? new optim.SGD(groups, { lr: f.lr, momentum: f.momentum, nesterov: f.nesterov, weightDecay: f.wd })
+    : new optim.AdamW(groups, { lr: f.lr, weightDecay: f.wd });
+  const common = { device, channelsLast: f.channelsLast, prefetch: f.workers, seed: f.seed };
+  const trainLoader = new data.DataLoader(d.train, { ...common, batchSize: f.batchSize, shuffle: true, dropLast: d.train.length > f.batchSize, transform: trainTransform(f, d, folder) });
+  const testTransform = folder ? data.compose(data.centerCrop(d.size), data.normalize(d.mean, d.std)) : data.normalize(d.mean, d.std);
+  const testLoader = new data.DataLoader(d.test, { ...common, batchSize: f.evalBatchSize, transform: testTransform });
+  const s = schedule(f, trainLoader.numBatches);
+  const scheduler = new optim.LRScheduler(optimizer, s.lr, s.momentum);
+
+  let interrupts = 0;
+  process.on('SIGINT', () => {
+    if (++interrupts > 1) {
+      process.stderr.write('\ninterrupted again: exiting now without saving\n');
+      process.exit(EXIT_INTERRUPTED);
+    }
+    process.stderr.write('\ninterrupt: saving a checkpoint after this step (Ctrl-C again to exit at once)\n');
+  });
+  const resuming = f.resume && existsSync(join(out, 'checkpoint.safetensors'));
+  if (f.resume && !resuming) console.log(`no checkpoint in ${out}; starting from scratch`);
+  if (!f.quiet) {
+    console.log(`training ${f.model} on ${f.data} (${d.train.length} train / ${d.test.length} test images) for ${f.epochs} epochs on ${device}, ` +
+      `${f.threads} threads, batch ${f.batchSize}, ${f.optimizer} lr ${f.lr} ${f.schedule}, wd ${f.wd}; writing ${out}${resuming ? ' (resuming)' : ''}`);
+  }
+  try {
+    const { summary, interrupted } = await train.fit({
+      model, optimizer, scheduler, trainLoader, testLoader, epochs: f.epochs, outDir: out, resume: resuming,
+      labelSmoothing: f.labelSmoothing, clipGradNorm: f.clipGrad, amp: f.amp, device, modelName: f.model,
+      config: { ...f }, logEvery: f.logEvery, quiet: f.quiet, shouldStop: () => interrupts > 0,
+    });
+    if (interrupted) process.exit(EXIT_INTERRUPTED);
+    if (!f.quiet) {
+      console.log(`test accuracy ${(100 * (summary.testAccuracy as number)).toFixed(2)}% (best ${(100 * (summary.bestTestAccuracy as number)).toFixed(2)}% at epoch ${summary.bestEpoch}) in ${summary.wallTime}s`);
+      console.log(`wrote ${join(out, 'summary.json')}, ${join(out, 'metrics.jsonl')}, ${join(out, 'report.html')}`);
+    }
+  } catch (e) {
+    if (e instanceof train.NonFiniteLossError) {
+      console.error(`train: ${e.message}`);
+      process.exit(1);
+    }
+    throw e;
+  }
+}
+
+main().catch((e: Error) => {
+  console.error(`train: ${e.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,65 @@
+// Data-parallel training over c10d Gloo on loopback, with 2 ranks in 2 processes.
+// References: each rank's own unsynchronised gradients (their average is what DDP must produce),
+// and rank 0's parameters (every replica must equal them bit for bit).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { io, type Tensor } from '../lib/index.ts';
+import { maxAbsDiff, root, tmp } from './helpers.ts';
+
+interface Done { code: number | null; stderr: string; ms: number }
+
+function launch(world: number, env: Record<string, string>): Promise<Done[]> {
+  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const t0 = Date.now();
+  return Promise.all(
+    Array.from({ length: world }, (_, rank) =>
+      new Promise<Done>((resolve) => {
+        const p = spawn(process.execPath, ['--import', 'tsx', join(root, 'test/fixtures/ddp-worker.ts')], {
+          env: { ...process.env, ...env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: port },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        p.stderr.on('data', (d) => (stderr += d));
+        p.on('close', (code) => resolve({ code, stderr, ms: Date.now() - t0 }));
+      }),
+    ),
+  );
+}
+
+const arrays = (sd: Record<string, Tensor>): Record<string, Float32Array> =>
+  Object.fromEntries(Object.entries(sd).filter(([, t]) => t.dtype === 'float32').map(([k, t]) => [k, t.toArray() as Float32Array]));
+
+test('2 Gloo ranks: synchronised gradients are the average of the per-rank gradients; replicas stay identical', async () => {
+  const dir = tmp();
+  const done = await launch(2, { MODE: 'train', OUT_DIR: dir });
+  for (const d of done) assert.is(d.code, 0, d.stderr);
+  const local = [0, 1].map((r) => arrays(io.loadSafetensors(join(dir, `local-${r}.safetensors`))));
+  const synced = [0, 1].map((r) => arrays(io.loadSafetensors(join(dir, `synced-${r}.safetensors`))));
+  let compared = 0;
+  for (const k of Object.keys(local[0]!)) {
+    const avg = local[0]![k]!.map((v, i) => (v + local[1]![k]![i]!) / 2);
+    assert.ok(maxAbsDiff(synced[0]![k]!, avg) < 1e-6, `gradient of ${k} is not the average`);
+    assert.ok(maxAbsDiff(synced[1]![k]!, synced[0]![k]!) === 0, `ranks disagree on the gradient of ${k}`);
+    assert.ok(maxAbsDiff(local[0]![k]!, local[1]![k]!) > 0, `ranks had identical local gradients for ${k}: the test would prove nothing`);
+    compared++;
+  }
+  assert.ok(compared > 20);
+  const p0 = io.loadSafetensors(join(dir, 'params-0.safetensors'));
+  const p1 = io.loadSafetensors(join(dir, 'params-1.safetensors'));
+  assert.equal(Object.keys(p0).sort(), Object.keys(p1).sort());
+  for (const k of Object.keys(p0)) assert.ok(p0[k]!.equal(p1[k]!), `parameter ${k} differs between ranks`);
+  const [l0, l1, b0, b1] = ['buffers-local-0', 'buffers-local-1', 'buffers-0', 'buffers-1'].map((f) => io.loadSafetensors(join(dir, `${f}.safetensors`)));
+  assert.ok(!l0!['bn1.running_mean']!.equal(l1!['bn1.running_mean']!), 'local running statistics should differ (different data per rank)');
+  for (const k of Object.keys(b0!)) assert.ok(b0![k]!.equal(b1![k]!), `buffer ${k} differs between ranks after broadcastBuffers`);
+});
+
+test('a dead peer makes the surviving rank fail with an error within the timeout', async () => {
+  const done = await launch(2, { MODE: 'die', OUT_DIR: tmp(), TIMEOUT_MS: '5000' });
+  assert.is.not(done[0]!.code, 0, 'rank 0 should have failed');
+  assert.match(done[0]!.stderr, /Error/);
+  assert.ok(done[0]!.ms < 30_000, `rank 0 took ${done[0]!.ms} ms`);
+});
+
+test.run();

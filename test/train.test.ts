@@ -1,0 +1,222 @@
+// The training loop and `npm run train`: learning, resuming (after kill -9 and after Ctrl-C) to the
+// same result as an uninterrupted run, refusing damaged checkpoints, stopping on NaN, flat memory.
+// References: chance accuracy (10 %), the uninterrupted run itself, the bytes written to disk.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { memory, tensor, tidy, manualSeed, Tensor } from '../lib/index.ts';
+import { Sequential, Conv2d, BatchNorm2d, ReLU, AdaptiveAvgPool2d, Flatten, Linear } from '../lib/nn/index.ts';
+import { SGD, LRScheduler, constant } from '../lib/optim/index.ts';
+import { DataLoader, type BatchSource } from '../lib/data/index.ts';
+import { fit, saveCheckpoint, loadCheckpoint, NonFiniteLossError } from '../lib/train/index.ts';
+import { root, tmp } from './helpers.ts';
+
+const SCRIPT = join(root, 'scripts', 'train.ts');
+const FLAGS = ['--epochs', '2', '--limit-train', '1536', '--limit-test', '300', '--batch-size', '64', '--threads', '1', '--seed', '3', '--log-every', '1', '--quiet'];
+const node = (args: string[]) => [process.execPath, ['--import', 'tsx', SCRIPT, ...args]] as const;
+
+function runScript(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const [cmd, a] = node(args);
+  const r = spawnSync(cmd, a, { cwd: root, encoding: 'utf8', timeout: 300_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function start(args: string[]): ChildProcess & { done: Promise<number | null>; err: () => string } {
+  const [cmd, a] = node(args);
+  const child = spawn(cmd, a, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  return Object.assign(child, { done, err: () => err });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, what: string, ms = 240_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+const stepLines = (dir: string): number =>
+  existsSync(join(dir, 'metrics.jsonl')) ? readFileSync(join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"kind":"step"')).length : 0;
+
+/** The summary without what legitimately differs between runs (time, output folder, the resume flag). */
+function comparable(dir: string): Record<string, unknown> {
+  const s = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  delete s.wallTime;
+  delete s.flags.out;
+  delete s.flags.resume;
+  return s;
+}
+
+const baseline = tmp();
+
+test('a 2-epoch run learns (test accuracy well above the 10 % of chance) and writes its files', () => {
+  const r = runScript([...FLAGS, '--out', baseline]);
+  assert.is(r.status, 0, r.stderr);
+  const s = JSON.parse(readFileSync(join(baseline, 'summary.json'), 'utf8'));
+  assert.ok(s.testAccuracy > 0.4, `test accuracy ${s.testAccuracy}`);
+  assert.is(s.epochs, 2);
+  assert.is(s.worldSize, 1);
+  assert.is(s.model, 'resnet20');
+  assert.ok(s.bestEpoch === 1 || s.bestEpoch === 2);
+  assert.is(s.flags.batchSize, 64);
+  const lines = readFileSync(join(baseline, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.is(lines.filter((l) => l.kind === 'epoch').length, 2);
+  assert.is(lines.filter((l) => l.kind === 'step').length, 48);
+  assert.ok(existsSync(join(baseline, 'report.html')) && existsSync(join(baseline, 'checkpoint.safetensors')));
+});
+
+test('kill -9 in the second epoch, then --resume, ends with the same summary (bit-identical on CPU)', async () => {
+  const dir = tmp();
+  const child = start([...FLAGS, '--out', dir]);
+  await until(() => stepLines(dir) >= 30, 'a step in epoch 2');
+  child.kill('SIGKILL');
+  assert.is(await child.done, null);
+  assert.ok(!existsSync(join(dir, 'summary.json')));
+  const r = runScript([...FLAGS, '--out', dir, '--resume']);
+  assert.is(r.status, 0, r.stderr);
+  assert.equal(comparable(dir), comparable(baseline));
+});
+
+test('Ctrl-C mid-epoch saves a checkpoint and exits 130; --resume finishes identically', async () => {
+  const dir = tmp();
+  const child = start([...FLAGS, '--out', dir]);
+  await until(() => stepLines(dir) >= 3, 'three steps');
+  child.kill('SIGINT');
+  assert.is(await child.done, 130);
+  assert.ok(existsSync(join(dir, 'checkpoint.safetensors')), 'checkpoint written on interrupt');
+  const r = runScript([...FLAGS, '--out', dir, '--resume']);
+  assert.is(r.status, 0, r.stderr);
+  assert.equal(comparable(dir), comparable(baseline));
+});
+
+test('a second Ctrl-C exits at once with 130', async () => {
+  const dir = tmp();
+  const child = start([...FLAGS, '--out', dir]);
+  await until(() => stepLines(dir) >= 1, 'a step');
+  child.kill('SIGINT');
+  child.kill('SIGINT');
+  assert.is(await child.done, 130);
+  assert.match(child.err(), /interrupted again|checkpoint/);
+});
+
+test('a damaged checkpoint is refused with a clear error and nothing is loaded', () => {
+  const dir = tmp();
+  const good = readFileSync(join(baseline, 'checkpoint.safetensors'));
+  const flipped = Buffer.from(good);
+  flipped[flipped.length - 100]! ^= 0x10;
+  writeFileSync(join(dir, 'checkpoint.safetensors'), flipped);
+  const r = runScript([...FLAGS, '--out', dir, '--resume']);
+  assert.is(r.status, 1);
+  assert.match(r.stderr, /checkpoint .* refused: checksum mismatch/);
+  writeFileSync(join(dir, 'checkpoint.safetensors'), good.subarray(0, good.length - 5000));
+  const t = runScript([...FLAGS, '--out', dir, '--resume']);
+  assert.is(t.status, 1);
+  assert.match(t.stderr, /checkpoint .* unreadable/);
+  // In-process: the model's weights are untouched after a refused load.
+  const { model, opt } = tiny();
+  const before = model.stateDict()['0.weight']!.toArray();
+  const path = join(dir, 'tiny.safetensors');
+  saveCheckpoint(path, model, opt, { epoch: 1, batch: 0, globalStep: 3, scheduler: { steps: 3 } });
+  const bytes = readFileSync(path);
+  bytes[bytes.length - 1]! ^= 0xff;
+  writeFileSync(path, bytes);
+  const other = tiny(1);
+  const otherBefore = other.model.stateDict()['0.weight']!.toArray();
+  assert.throws(() => loadCheckpoint(path, other.model, other.opt), /refused: checksum mismatch/);
+  assert.equal(other.model.stateDict()['0.weight']!.toArray(), otherBefore);
+  assert.not.equal(Array.from(before as Float32Array), Array.from(otherBefore as Float32Array));
+});
+
+test('bad flags exit 2 naming the flag; --help exits 0', () => {
+  for (const [args, re] of [
+    [['--epochs', 'x'], /--epochs/],
+    [['--lr', '-1'], /--lr/],
+    [['--bogus'], /--bogus/],
+    [['--schedule', 'warp'], /--schedule/],
+    [['--model', 'resnet9000'], /--model.*unknown model/],
+  ] as [string[], RegExp][]) {
+    const r = runScript([...args, '--quiet', '--limit-train', '64', '--limit-test', '64']);
+    assert.is(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
+  const h = runScript(['--help']);
+  assert.is(h.status, 0);
+  assert.match(h.stdout, /--limit-train/);
+});
+
+// ---- in-process loop with a tiny model ----
+
+function tiny(seed = 0) {
+  manualSeed(seed);
+  const model = new Sequential(new Conv2d(1, 4, 3, { padding: 1 }), new BatchNorm2d(4), new ReLU(), new AdaptiveAvgPool2d(1), new Flatten(), new Linear(4, 10));
+  const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 1e-4 });
+  return { model, opt };
+}
+
+/** n random 8x8 images with labels from their mean brightness; `poisonAfter` loads return NaN pixels. */
+function source(n: number, poisonAfter = Infinity): BatchSource {
+  let loads = 0;
+  return {
+    length: n,
+    load(indices) {
+      const poison = loads++ >= poisonAfter;
+      return tidy(() => {
+        const x = Float32Array.from({ length: indices.length * 64 }, (_, i) => (poison ? NaN : ((indices[i >> 6]! * 131 + i * 7) % 97) / 97));
+        const y = tensor(Array.from(indices, (k) => k % 10), { dtype: 'int64' });
+        return { x: tensor(x, { shape: [indices.length, 1, 8, 8] }), y };
+      });
+    },
+  };
+}
+
+test('a NaN loss stops training with a clear message and keeps the last good checkpoint', async () => {
+  const dir = tmp();
+  const { model, opt } = tiny();
+  const loader = new DataLoader(source(64, 4), { batchSize: 16, shuffle: true });
+  const ckpt = join(dir, 'checkpoint.safetensors');
+  let err: unknown;
+  try {
+    await fit({ model, optimizer: opt, scheduler: new LRScheduler(opt, constant()), trainLoader: loader, epochs: 3, outDir: dir, quiet: true });
+  } catch (e) {
+    err = e;
+  }
+  assert.instance(err, NonFiniteLossError);
+  assert.match((err as Error).message, /loss became NaN at epoch 2, step 5 .* last good checkpoint .* is kept/);
+  const { model: m2, opt: o2 } = tiny(5);
+  const state = loadCheckpoint(ckpt, m2, o2);
+  assert.is(state.epoch, 1);
+  assert.ok(statSync(ckpt).size > 0);
+});
+
+test('2,000 training steps keep memory().tensors flat', async () => {
+  const dir = tmp();
+  const { model, opt } = tiny();
+  const loader = new DataLoader(source(2000 * 4), { batchSize: 4, shuffle: true });
+  const counts: number[] = [];
+  const rss: number[] = [];
+  let steps = 0;
+  await fit({
+    model, optimizer: opt, scheduler: new LRScheduler(opt, constant()), trainLoader: loader, epochs: 1, outDir: dir, quiet: true, logEvery: 100,
+    shouldStop: () => {
+      if (++steps % 100 === 0) {
+        counts.push(memory().tensors);
+        rss.push(process.memoryUsage().rss);
+      }
+      return false;
+    },
+  });
+  assert.is(steps, 2000);
+  // At the last step the loader has nothing left to prefetch, so the count may only drop there.
+  const warm = counts.slice(2, -1);
+  assert.ok(Math.max(...warm) === Math.min(...warm) && counts[counts.length - 1]! <= warm[0]!, `live tensors drift: ${counts.join(' ')}`);
+  const growth = rss[rss.length - 1]! / rss[2]! - 1;
+  assert.ok(growth < 0.05, `RSS grew ${(100 * growth).toFixed(1)} % after warm-up`);
+  assert.ok(!(model.parameters()[0] as Tensor).isDisposed);
+});
+
+test.run();
