@@ -2,6 +2,8 @@
 // folder; writes metrics.jsonl, summary.json, report.html and checkpoints to --out. Ctrl-C saves a
 // checkpoint and exits 130 (a second Ctrl-C exits at once); --resume continues from it.
 import { availableParallelism } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -15,7 +17,7 @@ import type { ModelOptions } from '../lib/models/index.ts';
 // one doing the work and small ops take milliseconds. Passive waiting must be chosen before libtorch
 // loads, hence the dynamic import.
 process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
-const { manualSeed, models, setNumThreads, cuda, data, optim, train } = await import('../lib/index.ts');
+const { manualSeed, models, setNumThreads, cuda, data, optim, train, distributed: dist } = await import('../lib/index.ts');
 
 const EXIT_USAGE = 2;
 const EXIT_INTERRUPTED = 130;
@@ -65,6 +67,10 @@ const program = new Command('train')
   .option('--limit-train <n>', 'use only the first n training images', int(1))
   .option('--limit-test <n>', 'use only the first n test images', int(1))
   .option('--log-every <n>', 'steps per point of the loss curve', int(1), 50)
+  .option('--nproc-per-node <n>', 'data-parallel: launch n local processes (batch size is per process; CPU threads are shared out)', int(1), 1)
+  .addOption(new Option('--backend <name>', 'data-parallel process-group backend (default: nccl with --device cuda, gloo on CPU)').choices(['gloo', 'nccl']))
+  .option('--master-port <port>', 'data-parallel: rendezvous port for --nproc-per-node (default: a free port)', int(1))
+  .option('--dist-timeout <s>', 'data-parallel: seconds a collective may wait for a peer before failing', int(1), 300)
   .option('--quiet', 'no progress output', false)
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) })
@@ -76,6 +82,7 @@ type Flags = {
   warmup: number; wd: number; wdAll: boolean; labelSmoothing: number; clipGrad?: number; augment: string; cropPadding: number;
   device: 'cpu' | 'cuda'; amp?: 'bf16' | 'fp16'; channelsLast: boolean; workers: number; threads: number; imageSize: number;
   out?: string; resume: boolean; seed: number; limitTrain?: number; limitTest?: number; logEvery: number; quiet: boolean;
+  nprocPerNode: number; backend?: 'gloo' | 'nccl'; masterPort?: number; distTimeout: number;
 };
 
 function usage(message: string): never {
@@ -100,6 +107,8 @@ function parseFlags(): Flags {
   if (f.device === 'cuda' && !cuda.isAvailable()) usage('--device cuda: no CUDA device is available');
   if (f.wd > 1) usage(`--wd ${f.wd} is implausibly large (expected e.g. 5e-4)`);
   if (f.labelSmoothing >= 1) usage('--label-smoothing must be < 1');
+  if (f.backend === 'nccl' && f.device !== 'cuda') usage('--backend nccl needs --device cuda');
+  if (f.device === 'cuda' && f.nprocPerNode > cuda.deviceCount()) usage(`--nproc-per-node ${f.nprocPerNode}: only ${cuda.deviceCount()} CUDA device(s)`);
   return f;
 }
 
@@ -170,11 +179,69 @@ function schedule(f: Flags, stepsPerEpoch: number): { lr: LrFn; momentum?: (s: n
   }
 }
 
+/** A free TCP port on the loopback interface, for the rendezvous of local ranks. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * --nproc-per-node N: runs this script N times with torchrun's variables (RANK, LOCAL_RANK,
+ * WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and waits. The ranks run in their own process group, so
+ * each Ctrl-C (or SIGINT/SIGTERM sent to the launcher) reaches each rank exactly once, forwarded
+ * from here; if one rank fails the others are stopped and its exit code is returned.
+ */
+async function launch(f: Flags): Promise<number> {
+  const n = f.nprocPerNode;
+  const port = f.masterPort ?? (await freePort());
+  const argv = process.argv.slice(2);
+  const given = (flag: string): boolean => argv.some((a) => a === flag || a.startsWith(`${flag}=`));
+  const extra = given('--threads') ? [] : ['--threads', String(Math.max(1, Math.floor(f.threads / n)))];
+  if (!f.quiet) console.log(`launching ${n} ranks (MASTER_ADDR=127.0.0.1 MASTER_PORT=${port}, backend ${f.backend ?? (f.device === 'cuda' ? 'nccl' : 'gloo')})`);
+  const children: ChildProcess[] = [];
+  const codes = await new Promise<(number | null)[]>((resolve) => {
+    const result: (number | null)[] = new Array(n).fill(undefined);
+    let left = n;
+    for (let r = 0; r < n; r++) {
+      const env = { ...process.env, RANK: String(r), LOCAL_RANK: String(r), WORLD_SIZE: String(n), LOCAL_WORLD_SIZE: String(n), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+      const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...argv, ...extra], { env, stdio: 'inherit', detached: true });
+      children.push(child);
+      child.on('exit', (code, signal) => {
+        result[r] = code ?? (signal ? 128 + 9 : 1);
+        if (code !== 0 && code !== EXIT_INTERRUPTED) for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+        if (--left === 0) resolve(result);
+      });
+    }
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.on(sig, () => {
+        for (const c of children) if (c.exitCode === null) c.kill(sig);
+      });
+    }
+  });
+  const bad = codes.find((c) => c !== 0 && c !== EXIT_INTERRUPTED);
+  if (bad !== undefined) return bad ?? 1;
+  return codes.includes(EXIT_INTERRUPTED) ? EXIT_INTERRUPTED : 0;
+}
+
 async function main(): Promise<void> {
   const f = parseFlags();
+  const denv = dist.envFromTorchrun();
+  if (f.nprocPerNode > 1 && !denv) process.exit(await launch(f));
   process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, f.workers));
   setNumThreads(f.threads);
-  const device: Device = f.device;
+  const rank = denv?.rank ?? 0;
+  const world = denv?.worldSize ?? 1;
+  if (denv && world > 1) {
+    dist.init(denv, { backend: f.backend ?? (f.device === 'cuda' ? 'nccl' : 'gloo'), timeoutMs: f.distTimeout * 1000 });
+  }
+  if (rank !== 0) f.quiet = true;
+  const device: Device = f.device === 'cuda' && denv ? (`cuda:${denv.localRank}` as Device) : f.device;
   const out = f.out ?? join('runs', `${f.model}-${f.data.replace(/[^\w.-]+/g, '_')}`);
   let model;
   const folder = !['fashion-mnist', 'mnist', 'cifar10', 'cifar100'].includes(f.data);
@@ -193,9 +260,12 @@ async function main(): Promise<void> {
     ? new optim.SGD(groups, { lr: f.lr, momentum: f.momentum, nesterov: f.nesterov, weightDecay: f.wd })
     : new optim.AdamW(groups, { lr: f.lr, weightDecay: f.wd });
   const common = { device, channelsLast: f.channelsLast, prefetch: f.workers, seed: f.seed };
-  const trainLoader = new data.DataLoader(d.train, { ...common, batchSize: f.batchSize, shuffle: true, dropLast: d.train.length > f.batchSize, transform: trainTransform(f, d, folder) });
+  const shard = (pad: boolean) => (world > 1 ? { shard: { rank, worldSize: world, pad } } : {});
+  const trainLoader = new data.DataLoader(d.train, { ...common, ...shard(true), batchSize: f.batchSize, shuffle: true, dropLast: d.train.length / world > f.batchSize, transform: trainTransform(f, d, folder) });
   const testTransform = folder ? data.compose(data.centerCrop(d.size), data.normalize(d.mean, d.std)) : data.normalize(d.mean, d.std);
-  const testLoader = new data.DataLoader(d.test, { ...common, batchSize: f.evalBatchSize, transform: testTransform });
+  const testLoader = new data.DataLoader(d.test, { ...common, ...shard(false), batchSize: f.evalBatchSize, transform: testTransform });
+  // Replicas take rank 0's parameters and buffers here (a collective: every rank reaches it).
+  const ddp = world > 1 ? new dist.DistributedDataParallel(model) : undefined;
   const s = schedule(f, trainLoader.numBatches);
   const scheduler = new optim.LRScheduler(optimizer, s.lr, s.momentum);
 
@@ -210,15 +280,17 @@ async function main(): Promise<void> {
   const resuming = f.resume && existsSync(join(out, 'checkpoint.safetensors'));
   if (f.resume && !resuming) console.log(`no checkpoint in ${out}; starting from scratch`);
   if (!f.quiet) {
-    console.log(`training ${f.model} on ${f.data} (${d.train.length} train / ${d.test.length} test images) for ${f.epochs} epochs on ${device}, ` +
+    console.log(`training ${f.model} on ${f.data} (${d.train.length} train / ${d.test.length} test images) for ${f.epochs} epochs on ${device}` +
+      `${world > 1 ? ` × ${world} ranks` : ''}, ` +
       `${f.threads} threads, batch ${f.batchSize}, ${f.optimizer} lr ${f.lr} ${f.schedule}, wd ${f.wd}; writing ${out}${resuming ? ' (resuming)' : ''}`);
   }
   try {
     const { summary, interrupted } = await train.fit({
       model, optimizer, scheduler, trainLoader, testLoader, epochs: f.epochs, outDir: out, resume: resuming,
       labelSmoothing: f.labelSmoothing, clipGradNorm: f.clipGrad, amp: f.amp, device, modelName: f.model,
-      config: { ...f }, logEvery: f.logEvery, quiet: f.quiet, shouldStop: () => interrupts > 0,
+      config: { ...f }, logEvery: f.logEvery, quiet: f.quiet, shouldStop: () => interrupts > 0, ddp,
     });
+    if (world > 1) dist.destroy();
     if (interrupted) process.exit(EXIT_INTERRUPTED);
     if (!f.quiet) {
       console.log(`test accuracy ${(100 * (summary.testAccuracy as number)).toFixed(2)}% (best ${(100 * (summary.bestTestAccuracy as number)).toFixed(2)}% at epoch ${summary.bestEpoch}) in ${summary.wallTime}s`);

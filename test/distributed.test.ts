@@ -3,7 +3,8 @@
 // and rank 0's parameters (every replica must equal them bit for bit).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { io, type Tensor } from '../lib/index.ts';
 import { maxAbsDiff, root, tmp } from './helpers.ts';
@@ -60,6 +61,49 @@ test('a dead peer makes the surviving rank fail with an error within the timeout
   assert.is.not(done[0]!.code, 0, 'rank 0 should have failed');
   assert.match(done[0]!.stderr, /Error/);
   assert.ok(done[0]!.ms < 30_000, `rank 0 took ${done[0]!.ms} ms`);
+});
+
+// `npm run train -- --nproc-per-node 2`: the launcher, sharded data, rank-0-only files, Ctrl-C and resume.
+const TRAIN = join(root, 'scripts', 'train.ts');
+const FLAGS = ['--nproc-per-node', '2', '--epochs', '2', '--limit-train', '1536', '--limit-test', '300', '--batch-size', '32', '--seed', '3', '--log-every', '1', '--quiet'];
+const summaryOf = (dir: string): Record<string, unknown> => {
+  const s = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  delete s.wallTime;
+  delete s.flags.out;
+  delete s.flags.resume;
+  return s;
+};
+const ddpBaseline = tmp();
+
+test('train.ts --nproc-per-node 2 trains data-parallel and only rank 0 writes', () => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', TRAIN, ...FLAGS, '--out', ddpBaseline], { cwd: root, encoding: 'utf8', timeout: 300_000 });
+  assert.is(r.status, 0, r.stderr);
+  const s = summaryOf(ddpBaseline);
+  assert.is(s.worldSize, 2);
+  assert.is(s.epochs, 2);
+  assert.ok((s.testAccuracy as number) > 0.4, `test accuracy ${s.testAccuracy}`);
+  // 1536 images over 2 ranks of batch 32: 24 steps an epoch, each step counted once (rank 0's file).
+  const lines = readFileSync(join(ddpBaseline, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.is(lines.filter((l) => l.kind === 'step').length, 48);
+  assert.is(s.steps, 48);
+});
+
+test('Ctrl-C to the launcher stops both ranks with a checkpoint (exit 130); --resume ends as the uninterrupted run', async () => {
+  const dir = tmp();
+  const p = spawn(process.execPath, ['--import', 'tsx', TRAIN, ...FLAGS, '--out', dir], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr.on('data', (d) => (err += d));
+  const done = new Promise<number | null>((r) => p.on('close', (c) => r(c)));
+  const steps = (): number => (existsSync(join(dir, 'metrics.jsonl')) ? readFileSync(join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"step"')).length : 0);
+  const t0 = Date.now();
+  while (steps() < 30 && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 20));
+  p.kill('SIGINT');
+  assert.is(await done, 130, err);
+  assert.ok(existsSync(join(dir, 'checkpoint.safetensors')));
+  assert.ok(!existsSync(join(dir, 'summary.json')));
+  const r = spawnSync(process.execPath, ['--import', 'tsx', TRAIN, ...FLAGS, '--out', dir, '--resume'], { cwd: root, encoding: 'utf8', timeout: 300_000 });
+  assert.is(r.status, 0, r.stderr);
+  assert.equal(summaryOf(dir), summaryOf(ddpBaseline));
 });
 
 test.run();

@@ -70,16 +70,59 @@ test('a 2-epoch run learns (test accuracy well above the 10 % of chance) and wri
   assert.ok(existsSync(join(baseline, 'report.html')) && existsSync(join(baseline, 'checkpoint.safetensors')));
 });
 
-test('kill -9 in the second epoch, then --resume, ends with the same summary (bit-identical on CPU)', async () => {
+test('SIGKILL at seeded random steps and in the middle of a checkpoint write; each --resume ends bit-identical', async () => {
+  // Kill points (steps as seen in metrics.jsonl) from a seeded generator, replayable with KILL_SEED.
+  let seed = Number(process.env.KILL_SEED ?? 7) >>> 0;
+  const rand = (): number => {
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
   const dir = tmp();
-  const child = start([...FLAGS, '--out', dir]);
-  await until(() => stepLines(dir) >= 30, 'a step in epoch 2');
+  const ckpt = join(dir, 'checkpoint.safetensors');
+  const kills: string[] = [];
+  // 1) two kills at random steps: one in epoch 1 (no checkpoint yet), one in epoch 2.
+  for (const [lo, hi] of [[1, 23], [25, 47]] as const) {
+    const at = lo + Math.floor(rand() * (hi - lo + 1));
+    const child = start([...FLAGS, '--out', dir, '--resume']);
+    await until(() => stepLines(dir) >= at, `step ${at}`);
+    child.kill('SIGKILL');
+    assert.is(await child.done, null);
+    kills.push(`step ${at}`);
+  }
+  // 2) a kill while the end-of-epoch-1 checkpoint is being written: the write is held between the
+  //    temporary file and the rename, and the process dies there.
+  const { rmSync } = await import('node:fs');
+  rmSync(dir, { recursive: true, force: true });
+  const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, ...FLAGS, '--out', dir], {
+    cwd: root, stdio: 'ignore', env: { ...process.env, RESNET_TS_TEST_WRITE_PAUSE_MS: '60000' },
+  });
+  const closed = new Promise((r) => child.on('close', r));
+  const { readdirSync } = await import('node:fs');
+  const temp = (): string | undefined => (existsSync(dir) ? readdirSync(dir).find((f) => /^\.checkpoint\.safetensors\..*\.tmp$/.test(f)) : undefined);
+  await until(() => temp() !== undefined, 'a checkpoint write in progress');
   child.kill('SIGKILL');
-  assert.is(await child.done, null);
-  assert.ok(!existsSync(join(dir, 'summary.json')));
+  await closed;
+  kills.push('mid-checkpoint-write');
+  assert.ok(temp() !== undefined && !existsSync(ckpt), 'the partial write must never be visible as the checkpoint');
+  // 3) one more random kill in epoch 1 of the restarted run, then resume to the end.
+  const at = 1 + Math.floor(rand() * 23);
+  rmSync(join(dir, 'metrics.jsonl')); // from the killed run; the restart begins from scratch
+  const again = start([...FLAGS, '--out', dir, '--resume']);
+  await until(() => stepLines(dir) >= at, `step ${at}`);
+  again.kill('SIGKILL');
+  await again.done;
+  kills.push(`step ${at}`);
+  assert.ok(temp() === undefined, 'the stale temporary file is cleaned up on start');
   const r = runScript([...FLAGS, '--out', dir, '--resume']);
   assert.is(r.status, 0, r.stderr);
-  assert.equal(comparable(dir), comparable(baseline));
+  assert.equal(comparable(dir), comparable(baseline), `killed at ${kills.join(', ')}`);
+  // The model itself, not only the summary: the final weights are bit-identical.
+  const { loadSafetensors } = await import('../lib/io/index.ts');
+  const a = loadSafetensors(join(dir, 'checkpoint.safetensors'));
+  const b = loadSafetensors(join(baseline, 'checkpoint.safetensors'));
+  for (const k of Object.keys(b)) if (k.startsWith('model.')) assert.ok(a[k]!.equal(b[k]!), `${k} differs after resumes`);
 });
 
 test('Ctrl-C mid-epoch saves a checkpoint and exits 130; --resume finishes identically', async () => {

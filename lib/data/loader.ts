@@ -48,6 +48,13 @@ export interface LoaderOptions {
   channelsLast?: boolean;
   /** Batches prepared ahead of the one being consumed. */
   prefetch?: number;
+  /**
+   * Data-parallel sharding: rank r of worldSize takes every worldSize-th sample of the epoch's
+   * order, as torch's DistributedSampler. With pad (for training) the order is first padded by
+   * wrapping around so every rank has the same number of samples; without it (for evaluation)
+   * every sample is seen exactly once over all ranks.
+   */
+  shard?: { rank: number; worldSize: number; pad: boolean };
 }
 
 /** One labelled batch and its position in the epoch. */
@@ -58,11 +65,18 @@ export interface LoadedBatch extends Batch {
 /** Iterates a source in batches, epoch by epoch. */
 export class DataLoader {
   readonly source: BatchSource;
-  readonly options: Required<Omit<LoaderOptions, 'transform'>> & { transform?: Transform };
+  readonly options: Required<Omit<LoaderOptions, 'transform' | 'shard'>> & Pick<LoaderOptions, 'transform' | 'shard'>;
 
   constructor(source: BatchSource, o: LoaderOptions) {
     if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new Error(`DataLoader: batchSize must be a positive integer; got ${o.batchSize}`);
     if (source.length < 1) throw new Error('DataLoader: the dataset is empty');
+    if (o.shard) {
+      const { rank, worldSize } = o.shard;
+      if (!Number.isInteger(worldSize) || worldSize < 1 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+        throw new Error(`DataLoader: shard rank ${rank} of worldSize ${worldSize} is invalid`);
+      }
+      if (source.length < worldSize) throw new Error(`DataLoader: ${source.length} samples cannot be shared by ${worldSize} ranks`);
+    }
     this.source = source;
     this.options = { shuffle: false, dropLast: false, seed: 0, device: 'cpu', channelsLast: false, prefetch: 2, ...o };
   }
@@ -70,13 +84,27 @@ export class DataLoader {
   /** Batches per epoch. */
   get numBatches(): number {
     const { batchSize, dropLast } = this.options;
-    return Math.max(1, dropLast ? Math.floor(this.source.length / batchSize) : Math.ceil(this.source.length / batchSize));
+    const n = this.length;
+    return Math.max(1, dropLast ? Math.floor(n / batchSize) : Math.ceil(n / batchSize));
   }
 
-  /** The sample order of an epoch (a pure function of seed and epoch). */
+  /** Samples per epoch seen by this loader (this rank's share when sharded). */
+  get length(): number {
+    const n = this.source.length;
+    const s = this.options.shard;
+    if (!s) return n;
+    return s.pad ? Math.ceil(n / s.worldSize) : Math.floor(n / s.worldSize) + (s.rank < n % s.worldSize ? 1 : 0);
+  }
+
+  /** The sample order of an epoch (a pure function of seed, epoch and shard). */
   order(epoch: number): Int32Array {
     const n = this.source.length;
-    return this.options.shuffle ? permutation(n, new Rng(this.options.seed, epoch)) : Int32Array.from({ length: n }, (_, i) => i);
+    const all = this.options.shuffle ? permutation(n, new Rng(this.options.seed, epoch)) : Int32Array.from({ length: n }, (_, i) => i);
+    const s = this.options.shard;
+    if (!s) return all;
+    const out = new Int32Array(this.length);
+    for (let i = 0; i < out.length; i++) out[i] = all[(s.rank + i * s.worldSize) % n]!;
+    return out;
   }
 
   /** The batches of an epoch from batch `start` on; the caller disposes each batch's x and y. */
@@ -110,7 +138,7 @@ export class DataLoader {
     const raw = await this.source.load(indices);
     const { transform, device, channelsLast, seed } = this.options;
     const out = tidy(() => {
-      let x = transform ? transform(raw.x, new Rng(seed, epoch, index, 0x5eed)) : raw.x.clone();
+      let x = transform ? transform(raw.x, new Rng(seed, epoch, index, 0x5eed + (this.options.shard?.rank ?? 0))) : raw.x.clone();
       let y = raw.y.clone();
       if (device !== 'cpu') {
         x = x.pinMemory().to(device, { nonBlocking: true });

@@ -9,6 +9,7 @@ export function writeAtomically(path: string, write: (fd: number) => void): void
   const fd = openSync(tmp, 'wx');
   try {
     write(fd);
+    pauseForCrashTests();
     fsyncSync(fd);
   } catch (err) {
     closeSync(fd);
@@ -29,4 +30,13 @@ export function writeAtomically(path: string, write: (fd: number) => void): void
   } finally {
     closeSync(dir);
   }
+}
+
+/**
+ * RESNET_TS_TEST_WRITE_PAUSE_MS holds every atomic write between writing the temporary file and
+ * renaming it, so the crash-safety tests can SIGKILL a process in the middle of a checkpoint write.
+ */
+function pauseForCrashTests(): void {
+  const ms = Number(process.env.RESNET_TS_TEST_WRITE_PAUSE_MS ?? 0);
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }

@@ -13,6 +13,8 @@ import type { DataLoader } from '../data/loader.ts';
 import { loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.ts';
 import { Progress, appendMetric, writeMetrics, type EpochRecord, type MetricRecord } from './metrics.ts';
 import { writeReport } from './report.ts';
+import { allreduce, rank as distRank, worldSize as distWorldSize, type DistributedDataParallel } from '../distributed/index.ts';
+import { tensor } from '../creation.ts';
 
 export type Amp = 'bf16' | 'fp16';
 
@@ -38,6 +40,12 @@ export interface FitOptions {
   quiet?: boolean;
   /** Polled after every step; true saves a checkpoint and returns with interrupted set. */
   shouldStop?: () => boolean;
+  /**
+   * Data-parallel training: forward through ddp (rank 0's buffers), gradients averaged over ranks
+   * after backward, metrics summed over ranks; only rank 0 writes files. The loaders must be
+   * sharded (LoaderOptions.shard). Stopping and NaN checks are agreed by all ranks each step.
+   */
+  ddp?: DistributedDataParallel<Module>;
 }
 
 export interface FitResult {
@@ -73,10 +81,20 @@ function topkCorrect(logits: Tensor, y: Tensor, k: number): [number, number] {
   });
 }
 
-function forward(model: Module, x: Tensor, amp: Amp | undefined, device: Device): Tensor {
+function forward(model: Module | DistributedDataParallel<Module>, x: Tensor, amp: Amp | undefined, device: Device): Tensor {
   if (!amp) return model.forward(x);
   const out = autocast(() => model.forward(x), { dtype: amp === 'bf16' ? 'bfloat16' : 'float16', device: device.startsWith('cuda') ? 'cuda' : 'cpu' });
   return out.to('float32');
+}
+
+/** Sums of numbers over all ranks (the numbers themselves when not distributed). */
+function sumOverRanks(values: number[], op: 'sum' | 'max' = 'sum'): number[] {
+  if (distWorldSize() === 1) return values;
+  return tidy(() => {
+    const t = tensor(values, { dtype: 'float64' });
+    allreduce([t], op);
+    return Array.from(t.toArray() as Float64Array);
+  });
 }
 
 /** Mean loss and top-1/top-5 accuracy (fractions) of a model over a loader, in eval mode. */
@@ -102,6 +120,8 @@ export async function evaluate(model: Module, loader: DataLoader, { amp, device 
   } finally {
     model.train(wasTraining);
   }
+  const sums = sumOverRanks([loss, top1, top5, n]);
+  [loss, top1, top5, n] = [sums[0]!, sums[1]!, sums[2]!, sums[3]!];
   return { loss: loss / n, top1: top1 / n, top5: top5 / n, images: n };
 }
 
@@ -109,7 +129,11 @@ const yieldToEvents = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 /** Trains for o.epochs epochs (continuing a checkpoint with o.resume) and returns the summary. */
 export async function fit(o: FitOptions): Promise<FitResult> {
-  const { model, optimizer, scheduler, trainLoader, testLoader, epochs, outDir, device = 'cpu', amp } = o;
+  const { model, optimizer, scheduler, trainLoader, testLoader, epochs, outDir, device = 'cpu', amp, ddp } = o;
+  const world = distWorldSize();
+  const main = distRank() === 0;
+  if (world > 1 && !ddp) throw new Error('fit: a distributed process group is initialised but no ddp wrapper was given');
+  if (world > 1 && (!trainLoader.options.shard || (testLoader && !testLoader.options.shard))) throw new Error('fit: data-parallel training needs sharded loaders (LoaderOptions.shard)');
   mkdirSync(outDir, { recursive: true });
   const paths = {
     checkpoint: join(outDir, 'checkpoint.safetensors'),
@@ -118,21 +142,26 @@ export async function fit(o: FitOptions): Promise<FitResult> {
     report: join(outDir, 'report.html'),
   };
   // Temporary files of checkpoint writes cut short by a crash; the checkpoint itself is never partial.
-  for (const f of readdirSync(outDir)) if (/^\.checkpoint\.safetensors\..*\.tmp$/.test(f)) rmSync(join(outDir, f), { force: true });
+  if (main) for (const f of readdirSync(outDir)) if (/^\.checkpoint\.safetensors\..*\.tmp$/.test(f)) rmSync(join(outDir, f), { force: true });
   const scaler = amp === 'fp16' ? new GradScaler() : undefined;
   let st: State = { epoch: 0, batch: 0, globalStep: 0, scheduler: { steps: 0 }, history: [], running: freshRunning(), wallTime: 0 };
   if (o.resume && existsSync(paths.checkpoint)) {
     st = loadCheckpoint(paths.checkpoint, model, optimizer) as State;
     scheduler.loadStateDict(st.scheduler);
     if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
+    if (!main) st.running = { ...freshRunning(), windowLoss: st.running.windowLoss, windowSteps: st.running.windowSteps };
   }
-  writeMetrics(paths.metrics, st.history);
+  if (main) writeMetrics(paths.metrics, st.history);
   const sessionStart = performance.now();
   const wall = (): number => st.wallTime + (performance.now() - sessionStart) / 1000;
   const save = (): void => {
-    saveCheckpoint(paths.checkpoint, model, optimizer, { ...st, scheduler: scheduler.stateDict(), scaler: scaler?.stateDict(), wallTime: wall() });
+    // Mid-epoch running sums are per rank: the checkpoint holds their totals (rank 0 resumes them).
+    const [lossSum, top1, top5, seen] = sumOverRanks([st.running.lossSum, st.running.top1, st.running.top5, st.running.seen]);
+    if (!main) return;
+    const running = { ...st.running, lossSum: lossSum!, top1: top1!, top5: top5!, seen: seen! };
+    saveCheckpoint(paths.checkpoint, model, optimizer, { ...st, running, scheduler: scheduler.stateDict(), scaler: scaler?.stateDict(), wallTime: wall() });
   };
-  const progress = new Progress(o.quiet ?? false);
+  const progress = new Progress((o.quiet ?? false) || !main);
   const logEvery = o.logEvery ?? 50;
   const total = trainLoader.numBatches;
   const params = model.parameters();
@@ -145,7 +174,7 @@ export async function fit(o: FitOptions): Promise<FitResult> {
     return {
       testAccuracy: last?.testTop1, testTop5: last?.testTop5, testLoss: last?.testLoss, trainAccuracy: last?.trainTop1, trainLoss: last?.trainLoss,
       epochs: eps.length, bestEpoch: best ? best.epoch + 1 : undefined, bestTestAccuracy: best?.testTop1, steps: st.globalStep,
-      wallTime: Number(wall().toFixed(2)), model: o.modelName, worldSize: 1, device, flags: o.config ?? {},
+      wallTime: Number(wall().toFixed(2)), model: o.modelName, worldSize: world, device, flags: o.config ?? {},
     };
   };
 
@@ -155,13 +184,22 @@ export async function fit(o: FitOptions): Promise<FitResult> {
     progress.start(st.epoch, epochs, total, st.batch);
     for await (const b of trainLoader.epoch(st.epoch, st.batch)) {
       const lr = optimizer.groups[0]!.lr;
+      let stop = false;
       const r = tidy(() => {
-        const logits = forward(model, b.x, amp, device);
+        const logits = forward(ddp ?? model, b.x, amp, device);
         const loss = F.crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
-        const value = loss.item();
+        let value = loss.item();
+        stop = o.shouldStop?.() ?? false;
+        if (world > 1) {
+          // Every rank must take the same decision, or the others would wait in a collective.
+          const [bad, halt] = sumOverRanks([Number.isFinite(value) ? 0 : 1, stop ? 1 : 0], 'max');
+          if (bad && Number.isFinite(value)) value = NaN;
+          stop = halt === 1;
+        }
         if (!Number.isFinite(value)) return { value, c1: 0, c5: 0 };
         optimizer.zeroGrad();
         (scaler ? loss.mul(scaler.scale) : loss).backward();
+        ddp?.syncGradients();
         if (scaler) {
           scaler.step(optimizer);
         } else {
@@ -191,16 +229,16 @@ export async function fit(o: FitOptions): Promise<FitResult> {
       if (run.windowSteps === logEvery || st.batch === total) {
         const rec: MetricRecord = { kind: 'step', epoch: st.epoch, step: st.globalStep, x: st.epoch + st.batch / total, loss: run.windowLoss / run.windowSteps, lr };
         st.history.push(rec);
-        appendMetric(paths.metrics, rec);
+        if (main) appendMetric(paths.metrics, rec);
         run.windowLoss = 0;
         run.windowSteps = 0;
       }
       const secs = (performance.now() - epochStart) / 1000;
       progress.update(st.batch, { loss: run.lossSum / run.seen, top1: run.top1 / run.seen, top5: run.top5 / run.seen, lr, ips: (run.seen - seenAtStart) / secs });
-      if (o.shouldStop?.()) {
+      if (stop) {
         progress.stop();
         save();
-        progress.log(`stopped at epoch ${st.epoch + 1}, batch ${st.batch}/${total}; checkpoint saved to ${paths.checkpoint} (continue with --resume)`);
+        if (main) progress.log(`stopped at epoch ${st.epoch + 1}, batch ${st.batch}/${total}; checkpoint saved to ${paths.checkpoint} (continue with --resume)`);
         return { summary: summarize(), interrupted: true };
       }
       await yieldToEvents();
@@ -208,28 +246,33 @@ export async function fit(o: FitOptions): Promise<FitResult> {
     progress.stop();
     const trainSecs = (performance.now() - epochStart) / 1000;
     const test = testLoader ? await evaluate(model, testLoader, { amp, device, labelSmoothing: o.labelSmoothing }) : undefined;
-    const run = st.running;
+    const [lossSum, top1, top5, seen, seenNow] = sumOverRanks([st.running.lossSum, st.running.top1, st.running.top5, st.running.seen, st.running.seen - seenAtStart]);
+    const run = { lossSum: lossSum!, top1: top1!, top5: top5!, seen: seen! };
     const rec: EpochRecord = {
       kind: 'epoch', epoch: st.epoch, step: st.globalStep, lr: optimizer.groups[0]!.lr,
       trainLoss: run.lossSum / run.seen, trainTop1: run.top1 / run.seen, trainTop5: run.top5 / run.seen,
       testLoss: test?.loss, testTop1: test?.top1, testTop5: test?.top5,
-      imagesPerSec: Number(((run.seen - seenAtStart) / trainSecs).toFixed(1)), epochTime: Number(((performance.now() - epochStart) / 1000).toFixed(2)),
+      imagesPerSec: Number((seenNow! / trainSecs).toFixed(1)), epochTime: Number(((performance.now() - epochStart) / 1000).toFixed(2)),
     };
     st.history.push(rec);
-    appendMetric(paths.metrics, rec);
+    if (main) appendMetric(paths.metrics, rec);
     st.batch = 0;
     st.running = freshRunning();
-    progress.log(
+    if (main) progress.log(
       `epoch ${st.epoch + 1}/${epochs}: train loss ${rec.trainLoss.toFixed(4)} top1 ${(100 * rec.trainTop1).toFixed(2)}%` +
         (test ? ` | test loss ${test.loss.toFixed(4)} top1 ${(100 * test.top1).toFixed(2)}% top5 ${(100 * test.top5).toFixed(2)}%` : '') +
         ` | ${rec.imagesPerSec} img/s | ${rec.epochTime}s`,
     );
     const next = { ...st, epoch: st.epoch + 1 };
-    saveCheckpoint(paths.checkpoint, model, optimizer, { ...next, scheduler: scheduler.stateDict(), scaler: scaler?.stateDict(), wallTime: wall() });
-    writeReport(paths.report, `${o.modelName ?? 'model'} training report`, st.history, summarize());
+    if (main) {
+      saveCheckpoint(paths.checkpoint, model, optimizer, { ...next, scheduler: scheduler.stateDict(), scaler: scaler?.stateDict(), wallTime: wall() });
+      writeReport(paths.report, `${o.modelName ?? 'model'} training report`, st.history, summarize());
+    }
   }
   const summary = summarize();
-  writeFileSync(paths.summary, JSON.stringify(summary, null, 2) + '\n');
-  writeReport(paths.report, `${o.modelName ?? 'model'} training report`, st.history, summary);
+  if (main) {
+    writeFileSync(paths.summary, JSON.stringify(summary, null, 2) + '\n');
+    writeReport(paths.report, `${o.modelName ?? 'model'} training report`, st.history, summary);
+  }
   return { summary, interrupted: false };
 }
