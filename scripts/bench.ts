@@ -1,7 +1,7 @@
 // npm run bench: the same work in resnet-ts and in PyTorch (the Python of the very torch build the
 // addon links), alternating rounds, medians and the ratio ours/PyTorch. Writes bench.json.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
@@ -96,13 +96,36 @@ function sync(): void {
   if (onCuda) cuda.synchronize();
 }
 
+/** VmRSS or VmHWM (peak resident set) of this process in bytes, from /proc/self/status. */
+function statusBytes(field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+let rssBase = 0;
+/**
+ * Starts a peak-memory window. On CUDA: the allocator's peak. On CPU: the resident set's high-water
+ * mark is reset (Linux /proc/self/clear_refs) and the current RSS taken as the base, so both sides
+ * report the memory a case added, not the interpreter's own (bench_torch.py does the same).
+ */
+function resetPeak(): void {
+  if (onCuda) return cuda.resetPeakMemory();
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    // an older kernel: the peak then includes earlier cases
+  }
+  rssBase = statusBytes('VmRSS');
+}
+
 function peakBytes(): number {
-  return onCuda ? cuda.memory().peakAllocated : process.resourceUsage().maxRSS * 1024;
+  return onCuda ? cuda.memory().peakAllocated : Math.max(0, statusBytes('VmHWM') - rssBase);
 }
 
 /** Times our side of one case: seconds per iteration (per call for micro). */
 function runOurs(c: Case): number[] {
   setNumThreads(c.threads);
+  resetPeak();
   if (c.kind === 'micro') {
     const x = ones([1], { device: c.device });
     const out: number[] = [];
@@ -141,7 +164,6 @@ function runOurs(c: Case): number[] {
         sgd.step();
       });
   }
-  if (onCuda) cuda.resetPeakMemory();
   for (let i = 0; i < c.warmup; i++) step();
   sync();
   const out: number[] = [];

@@ -7,7 +7,6 @@ models/resnet.py layer for layer (same shapes, same ops, same parameter count).
 Usage: python bench_torch.py '<json case>'  ->  prints one JSON line {"seconds": [...], "peakBytes": N}
 """
 import json
-import resource
 import sys
 import time
 
@@ -110,8 +109,27 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def status_bytes(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak():
+    """Resets the resident set's high-water mark (as bench.ts does) and returns the current RSS."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        pass
+    return status_bytes('VmRSS')
+
+
 def run(case):
     torch.set_num_threads(case['threads'])
+    base = reset_peak()
     device = case.get('device', 'cpu')
     reps, warmup = case['iters'], case['warmup']
     if case['kind'] == 'micro':
@@ -125,8 +143,10 @@ def run(case):
             for _ in range(n):
                 x + x
             out.append((time.perf_counter() - t) / n)
-        return out, 0
+        return out, max(0, status_bytes('VmHWM') - base)
     torch.manual_seed(0)
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats()
     model = MODELS[case['model']]().to(device)
     cl = case.get('channelsLast', False)
     if cl:
@@ -137,8 +157,6 @@ def run(case):
         x = x.contiguous(memory_format=torch.channels_last)
     amp = case.get('amp')
     ac = (lambda: torch.autocast(device_type=device.split(':')[0], dtype=torch.bfloat16)) if amp == 'bf16' else None
-    if device.startswith('cuda'):
-        torch.cuda.reset_peak_memory_stats()
     if case['kind'] == 'infer':
         model.eval()
 
@@ -173,7 +191,7 @@ def run(case):
         step()
         sync(device)
         out.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() if device.startswith('cuda') else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if device.startswith('cuda') else max(0, status_bytes('VmHWM') - base)
     return out, peak
 
 

@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { io, type Tensor } from '../lib/index.ts';
-import { maxAbsDiff, root, tmp } from './helpers.ts';
+import { comparableSummary, maxAbsDiff, root, tmp } from './helpers.ts';
 
 interface Done { code: number | null; stderr: string; ms: number }
 
@@ -66,13 +66,7 @@ test('a dead peer makes the surviving rank fail with an error within the timeout
 // `npm run train -- --nproc-per-node 2`: the launcher, sharded data, rank-0-only files, Ctrl-C and resume.
 const TRAIN = join(root, 'scripts', 'train.ts');
 const FLAGS = ['--nproc-per-node', '2', '--epochs', '2', '--limit-train', '1536', '--limit-test', '300', '--batch-size', '32', '--seed', '3', '--log-every', '1', '--quiet'];
-const summaryOf = (dir: string): Record<string, unknown> => {
-  const s = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
-  delete s.wallTime;
-  delete s.flags.out;
-  delete s.flags.resume;
-  return s;
-};
+const summaryOf = comparableSummary;
 const ddpBaseline = tmp();
 
 test('train.ts --nproc-per-node 2 trains data-parallel and only rank 0 writes', () => {

@@ -1,7 +1,7 @@
 // Shared test helpers: the PyTorch reference (the .venv's torch, the same build the addon links) and
 // torchvision oracle (Debian's /usr/bin/python3, torch 1.13), each run as a separate process.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,4 +41,13 @@ export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(Number(a[i]) - Number(b[i])) / Math.max(Math.abs(Number(b[i])), floor));
   return m;
+}
+
+/** A run's summary.json without what legitimately differs between runs (time, output folder, the resume flag). */
+export function comparableSummary(dir: string): Record<string, unknown> {
+  const s = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  delete s.wallTime;
+  delete s.flags.out;
+  delete s.flags.resume;
+  return s;
 }

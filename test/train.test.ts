@@ -11,7 +11,7 @@ import { Sequential, Conv2d, BatchNorm2d, ReLU, AdaptiveAvgPool2d, Flatten, Line
 import { SGD, LRScheduler, constant } from '../lib/optim/index.ts';
 import { DataLoader, type BatchSource } from '../lib/data/index.ts';
 import { fit, saveCheckpoint, loadCheckpoint, NonFiniteLossError } from '../lib/train/index.ts';
-import { root, tmp } from './helpers.ts';
+import { comparableSummary, root, tmp } from './helpers.ts';
 
 const SCRIPT = join(root, 'scripts', 'train.ts');
 const FLAGS = ['--epochs', '2', '--limit-train', '1536', '--limit-test', '300', '--batch-size', '64', '--threads', '1', '--seed', '3', '--log-every', '1', '--quiet'];
@@ -43,14 +43,7 @@ async function until(cond: () => boolean, what: string, ms = 240_000): Promise<v
 const stepLines = (dir: string): number =>
   existsSync(join(dir, 'metrics.jsonl')) ? readFileSync(join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"kind":"step"')).length : 0;
 
-/** The summary without what legitimately differs between runs (time, output folder, the resume flag). */
-function comparable(dir: string): Record<string, unknown> {
-  const s = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
-  delete s.wallTime;
-  delete s.flags.out;
-  delete s.flags.resume;
-  return s;
-}
+const comparable = comparableSummary;
 
 const baseline = tmp();
 
