@@ -63,9 +63,9 @@ export function withOverrides(r: Recipe, o: { epochs?: number; limitTrain?: numb
 }
 
 /** One line describing a recipe, for tables and reports. */
-export function describeRecipe(r: Recipe, trainImages: number, testImages: number): string {
+export function describeRecipe(r: Recipe, trainImages: number | 'all', testImages: number | 'all'): string {
   const sched = r.schedule === 'cosine' ? 'cosine' : `÷10 at epochs ${r.milestones!.join(', ')}`;
   const aug = r.augment === 'crop-flip' ? `${r.cropPadding}-px crop + flip` : 'flip';
-  return `${trainImages} train / ${testImages} test images, ${r.epochs} epochs, batch ${r.batchSize}, SGD lr ${r.lr} (${sched}, ` +
+  return `${trainImages} train / ${testImages} test images, ${r.epochs} epoch${r.epochs === 1 ? '' : 's'}, batch ${r.batchSize}, SGD lr ${r.lr} (${sched}, ` +
     `${r.warmupEpochs}-epoch warm-up), momentum ${r.momentum}, weight decay ${r.weightDecay}, ${aug}`;
 }

@@ -20,6 +20,7 @@ import { describeRecipe, type DataName, type Recipe, type Scale } from './recipe
 /** A run directory that holds a run made with another recipe, model or seed. */
 export class RunMismatchError extends Error {}
 
+/** How to run an experiment: scale, data, recipe, where, and how to report and stop. */
 export interface ExperimentOptions {
   scale: Scale;
   data: DataName;

@@ -1,0 +1,139 @@
+// npm run experiment -- <name> [flags]: trains the nets of a paper experiment (degradation, shortcuts,
+// cardinality, preact, or all) with one shared recipe and writes DIR/<name>/report.html, table.md and
+// results.json. Finished runs are read back and interrupted ones resume, so rerunning continues;
+// Ctrl-C saves a checkpoint and exits 130 (a second Ctrl-C exits at once).
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { DataName, Scale } from '../lib/experiments/index.ts';
+
+// Passive OpenMP waiting must be chosen before libtorch loads (see scripts/train.ts), hence the dynamic imports.
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+const { setNumThreads, cuda, data, models } = await import('../lib/index.ts');
+const ex = await import('../lib/experiments/index.ts');
+
+const EXIT_USAGE = 2;
+const EXIT_INTERRUPTED = 130;
+const NAMES = [...Object.keys(ex.EXPERIMENTS), 'all'];
+/** [C, H, W] of each dataset's images (for --plan, which loads no data). */
+const SHAPES: Record<DataName, [number, number, number]> = { 'fashion-mnist': [1, 28, 28], cifar10: [3, 32, 32] };
+
+const int = (min: number) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
+  return n;
+};
+
+const program = new Command('experiment')
+  .description('Reproduce a paper experiment: train its nets with one recipe, then write report.html, table.md and results.json.\n' +
+    '  degradation  He et al. 2015 Fig. 6: plain-20/56 vs ResNet-20/56\n' +
+    '  shortcuts    He et al. 2015 Table 3: shortcut options A, B, C\n' +
+    '  cardinality  Xie et al. 2017 Table 3: cardinality 1, 2, 4, 8, 32 at equal mult-adds\n' +
+    '  preact       He et al. 2016 Table 3: original vs pre-activation units\n' +
+    '  all          the four, one after another')
+  .addArgument(new Argument('<name>', 'experiment').choices(NAMES))
+  .addOption(new Option('--scale <scale>', 'quick: minutes on 2 CPU cores; full: the papers\' schedule, for a GPU').choices(ex.SCALES).default('quick'))
+  .addOption(new Option('--data <name>', 'dataset').choices(ex.DATASETS).default('fashion-mnist'))
+  .option('--data-dir <dir>', 'where the dataset files are (default for fashion-mnist: Debian\'s /usr/share/datasets/fashion-mnist)')
+  .option('--out <dir>', 'output directory: runs go in <out>/<name>/<run>/', join('runs', 'experiments'))
+  .option('--seed <n>', 'random seed (initialisation, shuffling, augmentation), the same for every run', int(0), 0)
+  .option('--threads <n>', 'CPU threads for tensor ops', int(1), availableParallelism())
+  .addOption(new Option('--device <device>', 'cpu or cuda').choices(['cpu', 'cuda']).default('cpu'))
+  .option('--epochs <n>', 'override the recipe\'s epochs', int(1))
+  .option('--limit-train <n>', 'override the recipe\'s number of training images', int(1))
+  .option('--limit-test <n>', 'override the recipe\'s number of test images', int(1))
+  .option('--plan', 'print the runs (params, mult-adds) and the recipe, train nothing', false)
+  .option('--quiet', 'no progress output', false)
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+  .showHelpAfterError('(run with --help for all flags)');
+
+type Flags = {
+  scale: Scale; data: DataName; dataDir?: string; out: string; seed: number; threads: number; device: 'cpu' | 'cuda';
+  epochs?: number; limitTrain?: number; limitTest?: number; plan: boolean; quiet: boolean;
+};
+
+function usage(message: string): never {
+  process.stderr.write(`experiment: ${message}\n`);
+  process.exit(EXIT_USAGE);
+}
+
+function parse(): { names: string[]; f: Flags } {
+  try {
+    program.parse(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) process.exit(e.code === 'commander.helpDisplayed' || e.code === 'commander.help' ? 0 : EXIT_USAGE);
+    throw e;
+  }
+  const f = program.opts<Flags>();
+  if (f.device === 'cuda' && !cuda.isAvailable()) usage('--device cuda: no CUDA device is available');
+  if (f.data === 'cifar10' && !f.dataDir && !f.plan) usage('--data cifar10 needs --data-dir <dir> (the binary batches)');
+  const name = program.args[0]!;
+  return { names: name === 'all' ? Object.keys(ex.EXPERIMENTS) : [name], f };
+}
+
+const recipeOf = (name: string, f: Flags) => ex.withOverrides(ex.recipeFor(f.scale, f.data, name), f);
+
+/** --plan: the runs with their sizes, and the recipe. */
+function plan(names: string[], f: Flags): void {
+  const [c, h, w] = SHAPES[f.data];
+  for (const name of names) {
+    const exp = ex.EXPERIMENTS[name]!;
+    const rows = exp.runs(f.scale).map((run) => {
+      const s = models.summary(ex.buildRun(run, c, 10), [1, c, h, w], { depth: 0 });
+      return { run, params: s.totalParams, multAdds: s.totalMultAdds };
+    });
+    const macs = rows.map((r) => r.multAdds);
+    const r = recipeOf(name, f);
+    console.log(`# ${name}: ${exp.title} (${f.scale}, ${f.data} ${c}x${h}x${w})\n`);
+    console.log('| run | id | net | params | mult-adds |\n|---|---|---|--:|--:|');
+    for (const x of rows) console.log(`| ${x.run.label} | ${x.run.id} | ${x.run.model} | ${x.params} | ${x.multAdds} |`);
+    console.log(`\nmult-adds spread (max/min - 1): ${(100 * (Math.max(...macs) / Math.min(...macs) - 1)).toFixed(2)} %`);
+    console.log(`recipe: ${ex.describeRecipe(r, r.limitTrain ?? 'all', r.limitTest ?? 'all')}\n`);
+  }
+}
+
+function loadSplits(f: Flags) {
+  try {
+    if (f.data === 'cifar10') return { train: data.loadCifar10('train', f.dataDir!), test: data.loadCifar10('test', f.dataDir!) };
+    return { train: data.loadFashionMnist('train', f.dataDir), test: data.loadFashionMnist('test', f.dataDir) };
+  } catch (e) {
+    return usage(`cannot load ${f.data}${f.dataDir ? ` from ${f.dataDir}` : ''}: ${(e as Error).message}`);
+  }
+}
+
+async function main(): Promise<void> {
+  const { names, f } = parse();
+  if (f.plan) return plan(names, f);
+  setNumThreads(f.threads);
+  const splits = loadSplits(f);
+  const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
+  const hardware = f.device === 'cuda' ? `CUDA, ${f.threads} CPU threads` : `CPU, ${f.threads} thread${f.threads > 1 ? 's' : ''} (${cpu})`;
+  let interrupts = 0;
+  process.on('SIGINT', () => {
+    if (++interrupts > 1) {
+      process.stderr.write('\ninterrupted again: exiting now without saving\n');
+      process.exit(EXIT_INTERRUPTED);
+    }
+    process.stderr.write('\ninterrupt: saving a checkpoint after this step (Ctrl-C again to exit at once); rerun the same command to continue\n');
+  });
+  const log = (line: string): void => {
+    if (!f.quiet) console.log(line);
+  };
+  for (const name of names) {
+    const exp = ex.EXPERIMENTS[name]!;
+    const res = await ex.runExperiment(exp, {
+      scale: f.scale, data: f.data, train: splits.train, test: splits.test, recipe: recipeOf(name, f), outDir: f.out, seed: f.seed,
+      device: f.device, hardware, quiet: f.quiet, shouldStop: () => interrupts > 0, log,
+    });
+    if (!res) process.exit(EXIT_INTERRUPTED);
+    const paths = ex.writeExperimentOutputs(join(f.out, name), res);
+    log(`\n${ex.tableMarkdown(res)}`);
+    log(`wrote ${paths.report}, ${paths.table}, ${paths.results}\n`);
+  }
+}
+
+main().catch((e: Error) => {
+  console.error(`experiment: ${e.message}`);
+  process.exit(e instanceof ex.RunMismatchError ? EXIT_USAGE : 1);
+});
