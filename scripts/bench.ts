@@ -4,7 +4,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { positiveInt as int } from './cli.ts';
 import {
   F, autocast, cuda, models, noGrad, ones, optim, randint, randn, setNumThreads, tidy, torchVersion,
   type Device, type Tensor,
@@ -34,12 +35,6 @@ interface Row {
   oursPeakBytes: number;
   pytorchPeakBytes: number;
 }
-
-const int = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
-  return n;
-};
 
 const program = new Command('bench')
   .description('Benchmark resnet-ts against PyTorch (same libtorch build) in the same run')

@@ -7,7 +7,8 @@ import { createWriteStream, writeFileSync, type WriteStream } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { relative, resolve } from 'node:path';
 import { MultiBar, Presets } from 'cli-progress';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { positiveInt } from './cli.ts';
 import { softmax } from '../lib/nn/functional.ts';
 import { cuda, torchVersion } from '../lib/device.ts';
 import { DecodeQueue } from '../lib/data/decode-queue.ts';
@@ -37,11 +38,6 @@ interface Options {
   progress: boolean;
 }
 
-const positiveInt = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-};
 
 function parseOptions(argv: string[]): Options {
   const program = new Command('eval-imagenet')

@@ -4,7 +4,8 @@
 // Ctrl-C saves a checkpoint and exits 130 (a second Ctrl-C exits at once).
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
-import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, CommanderError, Option } from 'commander';
+import { int } from './cli.ts';
 import type { DataName, Scale } from '../lib/experiments/index.ts';
 
 // Passive OpenMP waiting must be chosen before libtorch loads (see scripts/train.ts), hence the dynamic imports.
@@ -17,12 +18,6 @@ const EXIT_INTERRUPTED = 130;
 const NAMES = [...Object.keys(ex.EXPERIMENTS), 'all'];
 /** [C, H, W] of each dataset's images (for --plan, which loads no data). */
 const SHAPES: Record<DataName, [number, number, number]> = { 'fashion-mnist': [1, 28, 28], cifar10: [3, 32, 32] };
-
-const int = (min: number) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
-  return n;
-};
 
 const program = new Command('experiment')
   .description('Reproduce a paper experiment: train its nets with one recipe, then write report.html, table.md and results.json.\n' +

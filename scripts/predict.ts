@@ -1,6 +1,7 @@
 // Top-5 ImageNet classes of images, with torchvision's eval preprocessing.
 //   npm run predict -- --model resnet50 --weights resnet50-11ad3fa6.pth cat.jpg dog.png
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { positiveInt } from './cli.ts';
 import { decodeImage, type DecodedImage } from '../lib/data/image-folder.ts';
 import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, defaultResize, evalBatch } from '../lib/data/imagenet.ts';
 import { softmax } from '../lib/nn/functional.ts';
@@ -9,11 +10,6 @@ import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
 
 interface Options { model: string; weights: string; resize?: number; crop: number; device: string; top: number; json: boolean }
 
-const positiveInt = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-};
 
 /** One image's best classes: index, WordNet id and name (ImageNet-1k weights), probability. */
 interface Guess { index: number; wnid: string | null; name: string; probability: number }

@@ -6,7 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
+import { float, int, ints } from './cli.ts';
 import type { Device } from '../lib/index.ts';
 import type { ArrayDataset } from '../lib/data/dataset.ts';
 import type { BatchSource, Transform } from '../lib/data/index.ts';
@@ -21,18 +22,6 @@ const { manualSeed, models, setNumThreads, cuda, data, optim, train, distributed
 
 const EXIT_USAGE = 2;
 const EXIT_INTERRUPTED = 130;
-
-const int = (min: number) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
-  return n;
-};
-const float = (min: number) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n < min) throw new InvalidArgumentError(`expected a number >= ${min}`);
-  return n;
-};
-const ints = (v: string): number[] => v.split(',').map((s) => int(0)(s.trim()));
 
 const program = new Command('train')
   .description('Train a ResNet/ResNeXt on Fashion-MNIST (default), MNIST, CIFAR-10/100 or an image folder.')
