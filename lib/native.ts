@@ -193,6 +193,12 @@ export interface Native {
   distBroadcast(ts: H[], root: number): void;
   distBarrier(): void;
   distDestroy(): void;
+  distReducerCreate(params: H[], bucketBytes: number): number;
+  distReducerPrepare(id: number): void;
+  distReducerFinish(id: number): number;
+  distReducerBuckets(id: number): number[];
+  distReducerDestroy(id: number): void;
+  distSyncBatchNorm(x: H, weight: Opt<H>, bias: Opt<H>, runningMean: Opt<H>, runningVar: Opt<H>, eps: number, momentum: number): H;
 }
 
 function load(): Native {

@@ -60,6 +60,7 @@ const program = new Command('train')
   .addOption(new Option('--backend <name>', 'data-parallel process-group backend (default: nccl with --device cuda, gloo on CPU)').choices(['gloo', 'nccl']))
   .option('--master-port <port>', 'data-parallel: rendezvous port for --nproc-per-node (default: a free port)', int(1))
   .option('--dist-timeout <s>', 'data-parallel: seconds a collective may wait for a peer before failing', int(1), 300)
+  .option('--sync-bn', 'data-parallel: BatchNorm statistics over the global batch (SyncBatchNorm)', false)
   .option('--quiet', 'no progress output', false)
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) })
@@ -71,7 +72,7 @@ type Flags = {
   warmup: number; wd: number; wdAll: boolean; labelSmoothing: number; clipGrad?: number; augment: string; cropPadding: number;
   device: 'cpu' | 'cuda'; amp?: 'bf16' | 'fp16'; channelsLast: boolean; workers: number; threads: number; imageSize: number;
   out?: string; resume: boolean; seed: number; limitTrain?: number; limitTest?: number; logEvery: number; quiet: boolean;
-  nprocPerNode: number; backend?: 'gloo' | 'nccl'; masterPort?: number; distTimeout: number;
+  nprocPerNode: number; backend?: 'gloo' | 'nccl'; masterPort?: number; distTimeout: number; syncBn: boolean;
 };
 
 function usage(message: string): never {
@@ -254,6 +255,7 @@ async function main(): Promise<void> {
   const testTransform = folder ? data.compose(data.centerCrop(d.size), data.normalize(d.mean, d.std)) : data.normalize(d.mean, d.std);
   const testLoader = new data.DataLoader(d.test, { ...common, ...shard(false), batchSize: f.evalBatchSize, transform: testTransform });
   // Replicas take rank 0's parameters and buffers here (a collective: every rank reaches it).
+  if (world > 1 && f.syncBn) dist.convertSyncBatchNorm(model);
   const ddp = world > 1 ? new dist.DistributedDataParallel(model) : undefined;
   const s = schedule(f, trainLoader.numBatches);
   const scheduler = new optim.LRScheduler(optimizer, s.lr, s.momentum);

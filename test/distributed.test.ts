@@ -54,6 +54,25 @@ test('2 Gloo ranks: synchronised gradients are the average of the per-rank gradi
   const [l0, l1, b0, b1] = ['buffers-local-0', 'buffers-local-1', 'buffers-0', 'buffers-1'].map((f) => io.loadSafetensors(join(dir, `${f}.safetensors`)));
   assert.ok(!l0!['bn1.running_mean']!.equal(l1!['bn1.running_mean']!), 'local running statistics should differ (different data per rank)');
   for (const k of Object.keys(b0!)) assert.ok(b0![k]!.equal(b1![k]!), `buffer ${k} differs between ranks after broadcastBuffers`);
+  // Overlap: every bucket's allreduce was started by the gradient hooks while backward ran,
+  // none was left for syncGradients() to start.
+  for (const r of [0, 1]) {
+    const { buckets, overlapped } = JSON.parse(readFileSync(join(dir, `buckets-${r}.json`), 'utf8')) as { buckets: number[]; overlapped: number };
+    assert.ok(buckets.length > 5, `only ${buckets.length} buckets at bucketCapMB 0.05`);
+    assert.is(buckets.reduce((a, b) => a + b, 0), Object.keys(local[0]!).length);
+    assert.is(overlapped, buckets.length, `rank ${r}: ${overlapped} of ${buckets.length} buckets launched during backward`);
+  }
+});
+
+test('SyncBatchNorm over 2 ranks (5 + 3 images) equals BatchNorm2d over the whole batch: output, gradients, running statistics', async () => {
+  const dir = tmp();
+  const done = await launch(2, { MODE: 'syncbn', OUT_DIR: dir });
+  for (const d of done) assert.is(d.code, 0, d.stderr);
+  for (const r of [0, 1]) {
+    const m = JSON.parse(readFileSync(join(dir, `syncbn-${r}.json`), 'utf8')) as Record<string, number>;
+    for (const k of ['y', 'dx', 'dw', 'db', 'runningMean', 'runningVar']) assert.ok(m[k]! < 2e-5, `rank ${r}: ${k} differs by ${m[k]}`);
+    assert.ok(m.localOnly! > 1e-2, `rank ${r}: per-rank statistics alone already match (${m.localOnly}); the test would prove nothing`);
+  }
 });
 
 test('a dead peer makes the surviving rank fail with an error within the timeout', async () => {
@@ -63,9 +82,9 @@ test('a dead peer makes the surviving rank fail with an error within the timeout
   assert.ok(done[0]!.ms < 30_000, `rank 0 took ${done[0]!.ms} ms`);
 });
 
-// `npm run train -- --nproc-per-node 2`: the launcher, sharded data, rank-0-only files, Ctrl-C and resume.
+// `npm run train -- --nproc-per-node 2 --sync-bn`: the launcher, sharded data, SyncBatchNorm, rank-0-only files, Ctrl-C and resume.
 const TRAIN = join(root, 'scripts', 'train.ts');
-const FLAGS = ['--nproc-per-node', '2', '--epochs', '2', '--limit-train', '1536', '--limit-test', '300', '--batch-size', '32', '--seed', '3', '--log-every', '1', '--quiet'];
+const FLAGS = ['--nproc-per-node', '2', '--sync-bn', '--epochs', '2', '--limit-train', '1536', '--limit-test', '300', '--batch-size', '32', '--seed', '3', '--log-every', '1', '--quiet'];
 const summaryOf = comparableSummary;
 const ddpBaseline = tmp();
 

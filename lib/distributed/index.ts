@@ -1,8 +1,9 @@
 // Data-parallel training over libtorch's c10d (Gloo): process group set-up from the torchrun
 // environment, collectives, DistributedDataParallel semantics and a distributed sampler.
 import { native } from '../native.ts';
-import { cat, handles } from '../creation.ts';
-import { Tensor, noGrad, tidy } from '../tensor.ts';
+import { handles } from '../creation.ts';
+import { BatchNorm2d } from '../nn/layers.ts';
+import { Tensor, noGrad } from '../tensor.ts';
 
 /** The torchrun variables of this process. */
 export interface DistEnv {
@@ -70,17 +71,31 @@ export interface Replicable {
 
 /**
  * DistributedDataParallel semantics: on construction every rank takes rank 0's parameters and
- * buffers; after backward, syncGradients() averages gradients over ranks in buckets of about
- * bucketCapMB, so each rank steps with the same gradient and the replicas stay identical.
+ * buffers; forward() takes rank 0's buffers and arms the gradient reducer; during backward each
+ * bucket of about bucketCapMB is allreduced as soon as all its gradients exist (overlapping the
+ * communication with the rest of backward, in the same bucket order on every rank); after backward
+ * syncGradients() waits for the buckets and writes the averages back, so each rank steps with the
+ * same gradient and the replicas stay identical. Call dispose() when done with the wrapper.
  */
 export class DistributedDataParallel<M extends Replicable> {
   readonly module: M;
   readonly bucketBytes: number;
+  /** Buckets whose allreduce started while the last backward was still running. */
+  overlappedBuckets = 0;
+  private reducer: number | null = null;
 
   constructor(module: M, { bucketCapMB = 25 }: { bucketCapMB?: number } = {}) {
+    if (!(bucketCapMB > 0)) throw new Error(`DistributedDataParallel: bucketCapMB must be > 0; got ${bucketCapMB}`);
     this.module = module;
-    this.bucketBytes = bucketCapMB * 2 ** 20;
+    this.bucketBytes = Math.max(1, bucketCapMB * 2 ** 20);
     noGrad(() => broadcast([...module.parameters(), ...module.buffers()], 0));
+    const trainable = [...module.parameters()].filter((p) => p.requiresGrad);
+    if (worldSize() > 1 && trainable.length) this.reducer = native.distReducerCreate(handles(trainable, 'DistributedDataParallel'), this.bucketBytes);
+  }
+
+  /** Number of parameters in each gradient bucket, in launch order (the last parameters first). */
+  get buckets(): number[] {
+    return this.reducer === null ? [] : native.distReducerBuckets(this.reducer);
   }
 
   /** Copies rank 0's buffers (BatchNorm running statistics) to every rank. */
@@ -91,47 +106,55 @@ export class DistributedDataParallel<M extends Replicable> {
 
   /**
    * The module's forward after taking rank 0's buffers, as torch's DDP does with
-   * broadcast_buffers=True, so every replica normalises with the same running statistics.
+   * broadcast_buffers=True, so every replica normalises with the same running statistics. With
+   * gradients enabled it arms the reducer for the backward that follows.
    */
   forward(x: Tensor): Tensor {
     if (!this.module.forward) throw new Error('DistributedDataParallel.forward: the module has no forward()');
     this.broadcastBuffers();
+    if (this.reducer !== null && native.isGradEnabled()) native.distReducerPrepare(this.reducer);
     return this.module.forward(x);
   }
 
-  /** Averages the gradients of all parameters over the ranks (call after backward, before step). */
+  /**
+   * Averages the gradients of all trainable parameters over the ranks (call after backward, before
+   * step). Buckets that backward already launched are only waited for; the rest start now.
+   */
   syncGradients(): void {
-    const n = worldSize();
-    if (n === 1) return;
-    tidy(() =>
-      noGrad(() => {
-        const grads = [...this.module.parameters()].map((p) => p.grad).filter((g): g is Tensor => g !== null);
-        let bucket: Tensor[] = [];
-        let bytes = 0;
-        const flush = (): void => {
-          if (!bucket.length) return;
-          const flat = cat(bucket.map((g) => g.flatten()));
-          allreduce([flat], 'sum');
-          flat.div_(n);
-          let off = 0;
-          for (const g of bucket) {
-            const k = g.numel;
-            g.copy_(flat.narrow(0, off, k).view(g.shape));
-            off += k;
-          }
-          bucket = [];
-          bytes = 0;
-        };
-        for (const g of grads) {
-          bucket.push(g);
-          bytes += g.numel * 4;
-          if (bytes >= this.bucketBytes) flush();
-        }
-        flush();
-      }),
-    );
+    if (this.reducer === null) return;
+    this.overlappedBuckets = native.distReducerFinish(this.reducer);
+  }
+
+  /** Removes the gradient hooks. */
+  dispose(): void {
+    if (this.reducer !== null && native.distIsInitialized()) {
+      try {
+        native.distReducerDestroy(this.reducer);
+      } catch {
+        // destroy() of the process group has already dropped it
+      }
+    }
+    this.reducer = null;
   }
 }
+
+/**
+ * torch's nn.SyncBatchNorm.convert_sync_batchnorm: every BatchNorm2d in the model computes its
+ * training-mode batch statistics over the whole global batch (all ranks) instead of its own part.
+ * The modules, parameters and state-dict keys stay as they are. Returns how many were switched.
+ */
+export function convertSyncBatchNorm(model: { namedModules(): Iterable<readonly [string, unknown]> }): number {
+  let n = 0;
+  for (const [, m] of model.namedModules()) {
+    if (m instanceof BatchNorm2d) {
+      m.syncAcrossRanks = true;
+      n++;
+    }
+  }
+  return n;
+}
+
+export { syncBatchNorm } from '../nn/functional.ts';
 
 /** Seeded 32-bit PRNG (mulberry32): the same permutation on every rank for a given seed and epoch. */
 function mulberry32(seed: number): () => number {

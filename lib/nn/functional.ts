@@ -25,6 +25,20 @@ export function batchNorm(
   return new Tensor(native.batchNorm(x.h, runningMean?.h, runningVar?.h, weight?.h, bias?.h, training, momentum, eps));
 }
 
+/**
+ * Training-mode batch normalisation with statistics over every rank's batch (torch's SyncBatchNorm):
+ * differentiable, and updates the running statistics as batchNorm does. Needs an initialised
+ * process group (lib/distributed).
+ */
+export function syncBatchNorm(
+  x: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  { weight, bias, momentum = 0.1, eps = 1e-5 }: { weight?: Tensor | null; bias?: Tensor | null; momentum?: number; eps?: number } = {},
+): Tensor {
+  return new Tensor(native.distSyncBatchNorm(x.h, weight?.h, bias?.h, runningMean?.h, runningVar?.h, eps, momentum));
+}
+
 /** 2-D max pooling (stride defaults to the kernel size). */
 export function maxPool2d(x: Tensor, kernelSize: Pair, { stride, padding = 0, dilation = 1, ceilMode = false }: { stride?: Pair; padding?: Pair; dilation?: Pair; ceilMode?: boolean } = {}): Tensor {
   return new Tensor(native.maxPool2d(x.h, pair(kernelSize), pair(stride ?? kernelSize), pair(padding), pair(dilation), ceilMode));

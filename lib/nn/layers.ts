@@ -1,5 +1,6 @@
 // The layers a ResNet is made of, as torch.nn's: Conv2d, BatchNorm2d, Linear, ReLU, pooling, Flatten, Identity, Sequential.
 import { empty, ones, zeros } from '../creation.ts';
+import { native } from '../native.ts';
 import type { Tensor } from '../tensor.ts';
 import * as F from './functional.ts';
 import { constant_, torchDefault_ } from './init.ts';
@@ -65,6 +66,11 @@ export class BatchNorm2d extends Module {
   readonly numFeatures: number;
   readonly eps: number;
   readonly momentum: number;
+  /**
+   * Training-mode statistics over all ranks of the process group (SyncBatchNorm); set by
+   * distributed.convertSyncBatchNorm. Without a group of more than one rank it changes nothing.
+   */
+  syncAcrossRanks = false;
 
   constructor(numFeatures: number, { eps = 1e-5, momentum = 0.1 }: { eps?: number; momentum?: number } = {}) {
     super();
@@ -93,6 +99,9 @@ export class BatchNorm2d extends Module {
   forward(x: Tensor): Tensor {
     if (x.ndim !== 4) throw new Error(`BatchNorm2d: expected 4D input (N, C, H, W); got shape [${x.shape.join(', ')}]`);
     if (this.training) this.numBatchesTracked.add_(1);
+    if (this.training && this.syncAcrossRanks && native.distIsInitialized() && native.distWorldSize() > 1) {
+      return F.syncBatchNorm(x, this.runningMean, this.runningVar, { weight: this.weight, bias: this.bias, momentum: this.momentum, eps: this.eps });
+    }
     return F.batchNorm(x, this.runningMean, this.runningVar, {
       weight: this.weight, bias: this.bias, training: this.training, momentum: this.momentum, eps: this.eps,
     });
