@@ -361,10 +361,8 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
     for (auto& b : reducerArg(a).buckets) sizes.push_back(static_cast<int64_t>(b.size()));
     return sizes;
   });
-  def(env, exports, "distReducerDestroy", [](Args& a) {
-    reducerArg(a);
-    reducers.erase(a.integer(0, "reducer"));
-  });
+  // distReducerDestroy(id): removes the hooks; a reducer already gone (destroyed, or dropped by distDestroy) is a no-op.
+  def(env, exports, "distReducerDestroy", [](Args& a) { reducers.erase(a.integer(0, "reducer")); });
   // distSyncBatchNorm(x, weight?, bias?, runningMean?, runningVar?, eps, momentum): training-mode BN over all ranks.
   def(env, exports, "distSyncBatchNorm", [](Args& a) {
     current(a);

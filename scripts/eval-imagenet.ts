@@ -38,7 +38,6 @@ interface Options {
   progress: boolean;
 }
 
-
 function parseOptions(argv: string[]): Options {
   const program = new Command('eval-imagenet')
     .description('Top-1/top-5 of a model on the ImageNet validation set, with torchvision\'s eval preprocessing.')

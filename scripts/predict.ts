@@ -10,7 +10,6 @@ import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
 
 interface Options { model: string; weights: string; resize?: number; crop: number; device: string; top: number; json: boolean }
 
-
 /** One image's best classes: index, WordNet id and name (ImageNet-1k weights), probability. */
 interface Guess { index: number; wnid: string | null; name: string; probability: number }
 

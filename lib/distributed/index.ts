@@ -127,13 +127,7 @@ export class DistributedDataParallel<M extends Replicable> {
 
   /** Removes the gradient hooks. */
   dispose(): void {
-    if (this.reducer !== null && native.distIsInitialized()) {
-      try {
-        native.distReducerDestroy(this.reducer);
-      } catch {
-        // destroy() of the process group has already dropped it
-      }
-    }
+    if (this.reducer !== null) native.distReducerDestroy(this.reducer);
     this.reducer = null;
   }
 }
