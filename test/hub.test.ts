@@ -53,7 +53,7 @@ print(json.dumps(1))`, { python: visionPython });
   copyFileSync(src, join(serve, 'resnet18-00000000.pth'));
   files = await pythonFileServer(serve);
 });
-test.after(() => files.close());
+test.after(() => files?.close());
 
 test('the cache folder is torch.hub.get_dir()/checkpoints for TORCH_HOME, XDG_CACHE_HOME and HOME', () => {
   const saved = { ...process.env };
