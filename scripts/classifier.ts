@@ -41,7 +41,7 @@ const isNameLike = (s: string): boolean => !s.includes('/') && !s.includes('.');
 /** Builds `name`, loads its weights (downloading a published entry if needed) and moves it to device in eval mode. */
 export async function loadClassifier(name: string, weights: string, device: Device): Promise<Classifier> {
   if (!models.list().includes(name)) throw new UsageError(`unknown model '${name}'; known models: ${models.list().join(', ')}`);
-  if (models.family(name) !== 'imagenet') throw new UsageError(`${name} is a CIFAR model (32x32 inputs); ImageNet evaluation needs an ImageNet model`);
+  if (models.family(name) === 'cifar') throw new UsageError(`${name} is a CIFAR model (32x32 inputs); ImageNet evaluation needs an ImageNet model`);
   if (!models.findWeights(name, weights) && !/^https?:\/\//.test(weights) && !existsSync(weights) && !isNameLike(weights)) {
     throw new UsageError(`weights file not found: ${weights}`);
   }

@@ -1,10 +1,12 @@
 // Pretrained weights: the committed table against torchvision 0.14's Weights enums (Debian's python3), and
 // models.create(name, { weights }) on torchvision-made files (seeded random init saved with torch.save),
 // served over loopback or placed in the torch cache, checked by torchvision's own outputs for those files.
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { models, noGrad, tensor, tidy, type Tensor } from '../lib/index.ts';
@@ -40,6 +42,7 @@ with torch.no_grad():
 m10 = torchvision.models.resnet18(num_classes=10).eval()
 torch.save(m.state_dict(), '${dir}/r18.pth')
 torch.save(m10.state_dict(), '${dir}/r18-10.pth')
+torch.save(torchvision.models.resnet50().state_dict(), '${dir}/r50.pth')
 x = torch.randn(1, 3, 64, 64)
 with torch.no_grad():
     y, y10 = m(x), m10(x)
@@ -110,6 +113,28 @@ test('bad weights: unknown names list the published ones; wrong architecture nam
   assert.match(await msg(() => models.create('resnet20', { weights: 'DEFAULT' })), /it has none/);
   assert.match(await msg(() => models.create('resnet18', { weights: models.weights('resnet50')[0]! })), /weights for resnet50, not resnet18/);
   assert.ok(models.create('resnet18') instanceof models.ResNet); // no weights: synchronous as before
+});
+
+test('eval-imagenet and predict take --weights NAME: the cached file, the entry\'s eval preset (232 for V2) and its category names', async () => {
+  const cache = freshCache();
+  mkdirSync(cache, { recursive: true });
+  copyFileSync(join(dir, 'r50.pth'), join(cache, 'resnet50-11ad3fa6.pth'));
+  copyFileSync(join(dir, 'r18.pth'), join(cache, 'resnet18-f37072fd.pth'));
+  const img = join(dir, 'val', 'n01440764', 'a.png');
+  mkdirSync(join(dir, 'val', 'n01440764'), { recursive: true });
+  await sharp({ create: { width: 300, height: 260, channels: 3, background: '#4080c0' } }).png().toFile(img);
+  const run = (script: string, args: string[]): ReturnType<typeof spawnSync> =>
+    spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts', script), ...args], { cwd: root, encoding: 'utf8', timeout: 180_000, env: { ...process.env } });
+  const out = join(dir, 'r50.json');
+  const e = run('eval-imagenet.ts', ['--model', 'resnet50', '--weights', 'IMAGENET1K_V2', '--data', join(dir, 'val'), '--output', out, '--workers', '2']);
+  assert.is(e.status, 0, String(e.stderr));
+  const res = JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>;
+  assert.equal([res.resize, res.crop, res.weightsEntry, res.weights, res.images], [232, 224, 'ResNet50_Weights.IMAGENET1K_V2', join(cache, 'resnet50-11ad3fa6.pth'), 1]);
+  const p = run('predict.ts', ['--model', 'resnet18', '--weights', 'DEFAULT', '--json', img]);
+  assert.is(p.status, 0, String(p.stderr));
+  const top = (JSON.parse(String(p.stdout)) as Array<{ top: Array<{ index: number; name: string }> }>)[0]!.top;
+  const v1 = models.weights('resnet18')[0]!;
+  assert.ok(top.every((g) => g.name === v1.categories[g.index]));
 });
 
 test('readStateDict renames torchvision\'s old DenseNet keys the way its loader does (checked by loading them in torchvision)', () => {
