@@ -63,6 +63,7 @@ test('writing a non-Module over a child throws; setChild replaces in place; an a
   p.finalBn = new nn.BatchNorm2d(64, { eps: 1e-3 }); // the property of the child registered as 'final_bn'
   assert.is((p.child('final_bn') as nn.BatchNorm2d).eps, 1e-3);
   assert.ok(!Object.keys(p.stateDict()).some((k) => k.startsWith('finalBn')));
+  assert.throws(() => m.layer1.setChild('loop', m), /would contain the module itself/);
   const s = new nn.Sequential(new nn.ReLU());
   s.setChild('1', new nn.Identity());
   assert.is(s.length, 2);
@@ -102,6 +103,9 @@ test('forward hooks see input and output, may replace the output, and remove() r
   assert.equal(Array.from(y.toArray() as Float32Array), [0, 0, 0, 0, 0, 0]);
   h2.remove();
   assert.ok((lin.forward(x).toArray() as Float32Array).some((v) => v !== 0));
+  const bad = lin.registerForwardHook(() => 1 as unknown as Tensor);
+  assert.throws(() => lin.forward(x), /forward hook of Linear returned number; return a Tensor or nothing/);
+  bad.remove();
   h1.remove();
   assert.ok(!Object.hasOwn(lin, 'forward'));
   lin.dispose();

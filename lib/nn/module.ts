@@ -74,8 +74,13 @@ export abstract class Module {
   protected registerModule<M extends Module>(name: string, m: M): M {
     if (!(m instanceof Module)) throw new TypeError(`${this.constructor.name}.registerModule: '${name}' is not a Module`);
     this.checkFree(name);
+    this.checkAcyclic(name, m);
     this.children.set(name, m);
     return m;
+  }
+
+  private checkAcyclic(name: string, m: Module): void {
+    if (m.modules().includes(this)) throw new Error(`${this.constructor.name}: '${name}' would contain the module itself (a cycle)`);
   }
 
   private checkFree(name: string): void {
@@ -113,6 +118,7 @@ export abstract class Module {
     if (!(m instanceof Module)) throw new TypeError(`${this.constructor.name}.setChild: '${name}' must be a Module; got ${describe(m)}`);
     const old = this.children.get(name);
     if (old === m) return old;
+    if (old) this.checkAcyclic(name, m);
     if (!old) {
       this.registerModule(name, m);
       // Also as a property, unless the name is taken by something else (a method, a getter, a setting).
@@ -346,7 +352,11 @@ export abstract class Module {
         writable: true,
         value: function hooked(x: Tensor): Tensor {
           let y = inner.call(self, x);
-          for (const h of [...hooks]) y = h(self, x, y) ?? y;
+          for (const h of [...hooks]) {
+            const r = h(self, x, y);
+            if (r !== undefined && !(r instanceof Tensor)) throw new TypeError(`forward hook of ${self.constructor.name} returned ${describe(r)}; return a Tensor or nothing`);
+            y = r ?? y;
+          }
           return y;
         },
       });
@@ -426,6 +436,7 @@ function assignChild(target: Module, prop: string, value: unknown): void {
     if (!(value instanceof Module)) {
       throw new TypeError(`${target.constructor.name}.${prop} is a child module; assign a Module (e.g. nn.Identity()), not ${describe(value)}`);
     }
+    (target as unknown as { checkAcyclic(n: string, m: Module): void }).checkAcyclic(name, value);
     internals.children.set(name, value);
     return;
   }
