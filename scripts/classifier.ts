@@ -7,7 +7,6 @@ import { DownloadError } from '../lib/hub/index.ts';
 import { IMAGENET_CATEGORIES } from '../lib/data/imagenet-classes.ts';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/data/imagenet.ts';
 import * as models from '../lib/models/index.ts';
-import { Linear } from '../lib/nn/layers.ts';
 import type { Module } from '../lib/nn/module.ts';
 import type { Device } from '../lib/tensor.ts';
 
@@ -54,7 +53,7 @@ export async function loadClassifier(name: string, weights: string, device: Devi
     if (e instanceof DownloadError) throw e;
     throw new UsageError((e as Error).message);
   }
-  const numClasses = model.modules().filter((m): m is Linear => m instanceof Linear).pop()?.outFeatures ?? 1000;
+  const numClasses = models.classifier(model)?.[1].outFeatures ?? 1000;
   const t = resolved.entry?.transforms;
   if (t && (t.interpolation !== 'bilinear' || t.mean.some((v, i) => v !== IMAGENET_MEAN[i]) || t.std.some((v, i) => v !== IMAGENET_STD[i]))) {
     throw new UsageError(`${resolved.label}: its eval preset (${t.interpolation}, mean ${t.mean}, std ${t.std}) is not the bilinear ImageNet one implemented here`);

@@ -10,7 +10,7 @@ export {
 export { BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ZeroPadShortcut, type BlockOptions } from './blocks.ts';
 export { list, create, family, weights, type ModelOptions, type PretrainedOptions } from './registry.ts';
 export {
-  findWeights, weightsForFile, resolveWeights, readStateDict, loadPretrained,
+  findWeights, weightsForFile, resolveWeights, readStateDict, loadPretrained, classifier,
   type Weights, type WeightsSpec, type EvalTransforms, type ResolvedWeights, type FetchWeightsOptions,
 } from './weights.ts';
 export { summary, type Summary, type SummaryRow } from './summary.ts';

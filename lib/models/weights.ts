@@ -113,8 +113,8 @@ export function readStateDict(path: string): Record<string, Tensor> {
   return out;
 }
 
-/** The classifier: the last Linear among the modules, with its dotted path. */
-function classifier(model: Module): [string, Linear] | undefined {
+/** A model's classifier: its last Linear module, with the module's dotted path ('fc' in ResNets). */
+export function classifier(model: Module): [path: string, head: Linear] | undefined {
   const found = model.namedModules().filter((e): e is [string, Linear] => e[1] instanceof Linear);
   return found[found.length - 1];
 }
