@@ -99,6 +99,7 @@ test('numClasses with 1000-class weights loads all but the classifier and says s
   const m = await models.create('resnet18', { weights: join(dir, 'r18.pth'), numClasses: 5, log: (l) => lines.push(l) });
   assert.equal(lines, [`resnet18: loaded ${join(dir, 'r18.pth')} except the classifier fc (1000 classes in the weights, 5 asked for: initialised afresh)`]);
   assert.equal(m.stateDict()['fc.weight']!.shape, [5, 512]);
+  assert.equal(models.classifier(m)?.[0], 'fc');
   const ref = await models.create('resnet18', { weights: join(dir, 'r18.pth') });
   assert.is(maxAbsDiff(m.stateDict()['layer4.1.bn2.running_var']!.toArray() as Float32Array, ref.stateDict()['layer4.1.bn2.running_var']!.toArray() as Float32Array), 0);
   const ten = await models.create('resnet18', { weights: join(dir, 'r18-10.pth') });
