@@ -118,7 +118,6 @@ export abstract class Module {
     if (!(m instanceof Module)) throw new TypeError(`${this.constructor.name}.setChild: '${name}' must be a Module; got ${describe(m)}`);
     const old = this.children.get(name);
     if (old === m) return old;
-    if (old) this.checkAcyclic(name, m);
     if (!old) {
       this.registerModule(name, m);
       // Also as a property, unless the name is taken by something else (a method, a getter, a setting).
@@ -126,6 +125,7 @@ export abstract class Module {
       if (own ? 'value' in own && own.value == null : !(name in this)) Reflect.set(this, name, m);
       return undefined;
     }
+    this.checkAcyclic(name, m);
     this.children.set(name, m);
     for (const key of Object.keys(this)) if (Reflect.get(this, key) === old) Reflect.set(this, key, m);
     return old;
