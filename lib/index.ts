@@ -12,6 +12,8 @@ export * as io from './io/index.ts';
 export * as distributed from './distributed/index.ts';
 export * as nn from './nn/index.ts';
 export * as models from './models/index.ts';
+export * as hub from './hub/index.ts';
+export * as explain from './explain/index.ts';
 export * as optim from './optim/index.ts';
 export * as data from './data/index.ts';
 export * as train from './train/index.ts';
