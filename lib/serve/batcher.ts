@@ -1,0 +1,100 @@
+// Dynamic batching: images that arrive within maxDelayMs of the oldest waiting one run as one batch of at
+// most maxBatch, and a full batch goes at once. Only `concurrency` batches run at a time (the session's
+// Workers), so while they are busy new arrivals gather into the next, larger batch.
+import type { DecodedImage } from '../data/index.ts';
+import type { Prediction } from '../inference/index.ts';
+
+/** Runs one batch: the top-k of each image. */
+export type BatchRunner = (images: DecodedImage[], k: number) => Promise<Prediction[][]>;
+
+/** Settings of a Batcher. */
+export interface BatcherOptions {
+  maxBatch: number;
+  maxDelayMs: number;
+  /** Images that may wait for a batch; submit() beyond it throws QueueFullError. */
+  capacity: number;
+  /** Batches in flight at once. */
+  concurrency: number;
+  /** Called with each batch's size when it starts, and its duration in ms when it ends. */
+  onBatch?: (size: number) => void;
+  onBatchDone?: (size: number, ms: number) => void;
+}
+
+/** The queue has no room for the images of a request. */
+export class QueueFullError extends Error {}
+
+interface Item { image: DecodedImage; k: number; since: number; resolve: (p: Prediction[]) => void; reject: (e: Error) => void }
+
+/** Collects single-image requests into batches for a BatchRunner. */
+export class Batcher {
+  private readonly waiting: Item[] = [];
+  private running = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private flushing = false;
+  private idle: (() => void)[] = [];
+
+  constructor(private readonly run: BatchRunner, private readonly o: BatcherOptions) {}
+
+  /** Images waiting for a batch. */
+  get depth(): number {
+    return this.waiting.length;
+  }
+
+  /** Batches running now. */
+  get inFlight(): number {
+    return this.running;
+  }
+
+  /** Queues the images of one request (all or none); resolves with each image's top-k, in order. */
+  submit(images: readonly DecodedImage[], k: number): Promise<Prediction[][]> {
+    if (this.waiting.length + images.length > this.o.capacity) {
+      throw new QueueFullError(`the queue is full (${this.waiting.length} of ${this.o.capacity} images waiting)`);
+    }
+    const now = performance.now();
+    const done = Promise.all(images.map((image) => new Promise<Prediction[]>((resolve, reject) => this.waiting.push({ image, k, since: now, resolve, reject }))));
+    this.pump();
+    return done;
+  }
+
+  /** From now on, batches go without waiting for the delay (used when shutting down). */
+  flush(): void {
+    this.flushing = true;
+    this.pump();
+  }
+
+  /** Resolves once nothing waits or runs. */
+  drained(): Promise<void> {
+    if (!this.waiting.length && !this.running) return Promise.resolve();
+    return new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  private pump(): void {
+    while (this.running < this.o.concurrency && this.waiting.length && this.due()) this.start(this.waiting.splice(0, this.o.maxBatch));
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.waiting.length && this.running < this.o.concurrency) {
+      const wait = Math.max(0, this.waiting[0]!.since + this.o.maxDelayMs - performance.now());
+      this.timer = setTimeout(() => this.pump(), wait);
+    }
+    if (!this.waiting.length && !this.running) for (const f of this.idle.splice(0)) f();
+  }
+
+  private due(): boolean {
+    return this.flushing || this.waiting.length >= this.o.maxBatch || performance.now() - this.waiting[0]!.since >= this.o.maxDelayMs;
+  }
+
+  private start(batch: Item[]): void {
+    this.running++;
+    this.o.onBatch?.(batch.length);
+    const t0 = performance.now();
+    const k = Math.max(...batch.map((b) => b.k));
+    this.run(batch.map((b) => b.image), k).then(
+      (tops) => batch.forEach((b, i) => b.resolve(tops[i]!.slice(0, b.k))),
+      (e: Error) => batch.forEach((b) => b.reject(e)),
+    ).finally(() => {
+      this.running--;
+      this.o.onBatchDone?.(batch.length, performance.now() - t0);
+      this.pump();
+    });
+  }
+}
