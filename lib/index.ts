@@ -16,3 +16,4 @@ export * as optim from './optim/index.ts';
 export * as data from './data/index.ts';
 export * as train from './train/index.ts';
 export * as inference from './inference/index.ts';
+export * as serve from './serve/index.ts';

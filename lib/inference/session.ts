@@ -5,8 +5,7 @@
 // replaced heads, fused modules, user layers) with nothing to re-trace, and a forward blocks only its
 // Worker. Inputs and outputs cross the same way (zero-copy); the main thread only posts small messages.
 import { Worker } from 'node:worker_threads';
-import { IMAGENET_CATEGORIES, IMAGENET_WNIDS } from '../data/imagenet-classes.ts';
-import type { DecodedImage } from '../data/index.ts';
+import { imagenet, type DecodedImage } from '../data/index.ts';
 import { getNumThreads } from '../device.ts';
 import { native } from '../native.ts';
 import { Module } from '../nn/module.ts';
@@ -129,7 +128,7 @@ export class InferenceSession {
     const names = this.labels(r.classes);
     return list.map((_, i) => Array.from({ length: r.k }, (_, j) => {
       const index = r.indices[i * r.k + j]!;
-      return { index, wnid: r.classes === 1000 && !this.categories ? IMAGENET_WNIDS[index]! : null, label: names[index] ?? `class ${index}`, probability: r.probabilities[i * r.k + j]! };
+      return { index, wnid: r.classes === 1000 && !this.categories ? imagenet.IMAGENET_WNIDS[index]! : null, label: names[index] ?? `class ${index}`, probability: r.probabilities[i * r.k + j]! };
     }));
   }
 
@@ -243,7 +242,7 @@ export class InferenceSession {
       if (this.categories.length !== classes) throw new Error(`InferenceSession.classify: ${this.categories.length} categories given for a model with ${classes} classes`);
       return this.categories;
     }
-    return classes === 1000 ? IMAGENET_CATEGORIES : [];
+    return classes === 1000 ? imagenet.IMAGENET_CATEGORIES : [];
   }
 }
 

@@ -1,6 +1,8 @@
-// Dynamic batching: images that arrive within maxDelayMs of the oldest waiting one run as one batch of at
-// most maxBatch, and a full batch goes at once. Only `concurrency` batches run at a time (the session's
-// Workers), so while they are busy new arrivals gather into the next, larger batch.
+// Dynamic batching: a batch of at most maxBatch images goes when it is full, or maxDelayMs after its oldest
+// image arrived or a Worker became free, whichever is later. Only `concurrency` batches run at a time (the
+// session's Workers), so while they are busy arrivals gather into the next batch; counting the delay from
+// the moment a Worker frees up lets the clients just answered rejoin it, instead of splitting the load
+// into two alternating half-size batches.
 import type { DecodedImage } from '../data/index.ts';
 import type { Prediction } from '../inference/index.ts';
 
@@ -30,6 +32,7 @@ export class Batcher {
   private readonly waiting: Item[] = [];
   private running = 0;
   private timer: NodeJS.Timeout | undefined;
+  private freeSince = 0;
   private flushing = false;
   private idle: (() => void)[] = [];
 
@@ -73,14 +76,19 @@ export class Batcher {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.waiting.length && this.running < this.o.concurrency) {
-      const wait = Math.max(0, this.waiting[0]!.since + this.o.maxDelayMs - performance.now());
+      const wait = Math.max(0, this.opened() + this.o.maxDelayMs - performance.now());
       this.timer = setTimeout(() => this.pump(), wait);
     }
     if (!this.waiting.length && !this.running) for (const f of this.idle.splice(0)) f();
   }
 
+  // When the next batch's window opened: its oldest image's arrival, or a Worker freeing up after it.
+  private opened(): number {
+    return Math.max(this.waiting[0]!.since, this.freeSince);
+  }
+
   private due(): boolean {
-    return this.flushing || this.waiting.length >= this.o.maxBatch || performance.now() - this.waiting[0]!.since >= this.o.maxDelayMs;
+    return this.flushing || this.waiting.length >= this.o.maxBatch || performance.now() - this.opened() >= this.o.maxDelayMs;
   }
 
   private start(batch: Item[]): void {
@@ -93,6 +101,7 @@ export class Batcher {
       (e: Error) => batch.forEach((b) => b.reject(e)),
     ).finally(() => {
       this.running--;
+      this.freeSince = performance.now();
       this.o.onBatchDone?.(batch.length, performance.now() - t0);
       this.pump();
     });
