@@ -10,7 +10,7 @@ import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, evalBatch } from '../lib/data/imag
 import { inference, memory, models, nn, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import { softmax } from '../lib/nn/functional.ts';
-import { Latch, PointerProbe } from './fixtures/session-modules.ts';
+import { Exit, Latch, PointerProbe } from './fixtures/session-modules.ts';
 
 const small = (): nn.Module => models.resnet20().eval();
 const settled = (p: Promise<unknown>): { done: boolean } => {
@@ -28,6 +28,13 @@ const release = (flag: Int32Array): void => { Atomics.store(flag, 1, 1); Atomics
 const latches: Int32Array[] = [];
 const latch = (): Int32Array => { const f = new Int32Array(new SharedArrayBuffer(8)); latches.push(f); return f; };
 test.after.each(() => latches.splice(0).forEach(release));
+// Atomics.waitAsync (Node 16+) is missing from the configured TypeScript lib.
+type WaitAsync = (a: Int32Array, i: number, v: number) => { value: Promise<string> | string };
+const waitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
+/** Resolves once `count` forwards have entered the latch. */
+async function entered(flag: Int32Array, count = 1): Promise<void> {
+  for (let v = Atomics.load(flag, 0); v < count; v = Atomics.load(flag, 0)) await waitAsync(flag, 0, v).value;
+}
 const nextTurn = (): Promise<void> => new Promise((r) => setTimeout(r, 0));
 
 test('a held forward leaves the main thread running callbacks and ops; the result equals the synchronous forward', async () => {
@@ -37,7 +44,7 @@ test('a held forward leaves the main thread running callbacks and ops; the resul
   const x = randn([3, 3, 32, 32]);
   const run = s.run(x);
   const state = settled(run);
-  await Atomics.waitAsync(flag, 0, 0).value; // the Worker is inside forward
+  await entered(flag); // the Worker is inside forward
   let ticks = 0;
   for (let i = 0; i < 5; i++) { await nextTurn(); ticks++; }
   const onMain = tidy(() => randn([64, 64]).matmul(randn([64, 64])).shape);
@@ -96,7 +103,7 @@ test('close() waits for running and queued work; runs use eval mode without touc
   const order: string[] = [];
   const first = s.run(x).then((t) => { order.push('first'); return t; });
   const second = s.run(x).then((t) => { order.push('second'); return t; });
-  await Atomics.waitAsync(flag, 0, 0).value;
+  await entered(flag);
   const closed = s.close().then(() => order.push('closed'));
   await nextTurn();
   assert.equal(order, []);
@@ -108,6 +115,30 @@ test('close() waits for running and queued work; runs use eval mode without touc
   const ref = noGrad(() => inner.eval().forward(x));
   assert.ok((await first).equal(ref) && (await second).equal(ref));
   assert.is(native.sharedCount(), 0, 'a parked tensor was never adopted');
+});
+
+test('workers: 2 runs the forward on two Workers at once, over the same weights', async () => {
+  const flag = latch();
+  const inner = small();
+  const s = await inference.session(new Latch(inner, flag), { workers: 2, threads: 1 });
+  const x = randn([1, 3, 32, 32]);
+  const runs = [s.run(x), s.run(x)];
+  await entered(flag, 2);
+  assert.is(Atomics.load(flag, 0), 2, 'both forwards are inside the latch together');
+  release(flag);
+  const ref = noGrad(() => inner.forward(x));
+  for (const y of await Promise.all(runs)) assert.ok(y.equal(ref));
+  await s.close();
+});
+
+test('a Worker that dies fails its run and every later one with the reason; close() still resolves', async () => {
+  const s = await inference.session(new Exit());
+  const x = randn([1]);
+  await rejects(() => s.run(x), /worker exited with code 3; the session is unusable/);
+  assert.match(s.error!.message, /exited with code 3/);
+  await rejects(() => s.run(x), /exited with code 3/);
+  await s.close();
+  x.dispose();
 });
 
 test('classify: encoded bytes and decoded images give the synchronous path\'s top-k with ImageNet labels', async () => {

@@ -8,7 +8,7 @@ import { evalBatch } from '../lib/data/imagenet.ts';
 import { inference, io, models, nn, noGrad, tidy } from '../lib/index.ts';
 import { softmax } from '../lib/nn/functional.ts';
 import { createClassifyServer } from '../lib/serve/index.ts';
-import { Latch } from './fixtures/session-modules.ts';
+import { Exit, Latch } from './fixtures/session-modules.ts';
 import { jpeg, metric, startServer, stopServers, torchvisionFixture, type Child } from './serve-child.ts';
 
 interface Pred { index: number; probability: number }
@@ -108,6 +108,21 @@ test('a full queue answers 503 with Retry-After, and the queued requests are ans
     assert.is(metric(text, 'resnet_ts_batch_size_count'), 3);
   } finally {
     release();
+    await app.close();
+  }
+});
+
+test('when the session dies, classify answers 500 with the reason and /healthz turns 503', async () => {
+  const app = createClassifyServer({ session: await inference.session(new Exit()), model: 'exits', maxDelayMs: 0 });
+  const { url } = await app.listen(0);
+  try {
+    const a = await classify(url, images[0]!);
+    assert.is(a.status, 500);
+    assert.match(a.error!, /exited with code 3/);
+    const h = await fetch(new URL('healthz', url));
+    assert.is(h.status, 503);
+    assert.is(((await h.json()) as { status: string }).status, 'failed');
+  } finally {
     await app.close();
   }
 });

@@ -89,6 +89,11 @@ export class InferenceSession {
     [this.device, this.threads, this.maxBatch, this.workers, this.categories] = [device, threads, maxBatch, workers, categories];
   }
 
+  /** Why the session became unusable (a Worker died), or undefined while it works. */
+  get error(): Error | undefined {
+    return this.failure;
+  }
+
   /** Jobs queued or running. */
   get pending(): number {
     return this.queue.length + this.slots.filter((s) => s.busy).length;

@@ -107,7 +107,11 @@ export class ClassifyServer {
       if (this.closing) throw new HttpError(503, 'the server is shutting down', { 'retry-after': RETRY_AFTER_S, connection: 'close' });
       status = 200;
       if (route === '/') return this.send(res, 200, page(this.o.model), { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': PAGE_CSP });
-      if (route === '/healthz') return this.send(res, 200, JSON.stringify({ status: 'ok', model: this.o.model, queue: this.batcher.depth }), { 'content-type': 'application/json' });
+      if (route === '/healthz') {
+        const broken = this.o.session.error;
+        const health = broken ? { status: 'failed', model: this.o.model, error: broken.message } : { status: 'ok', model: this.o.model, queue: this.batcher.depth };
+        return this.send(res, broken ? 503 : 200, JSON.stringify(health), { 'content-type': 'application/json' });
+      }
       if (route === '/metrics') return this.send(res, 200, await this.metrics.registry.metrics(), { 'content-type': this.metrics.registry.contentType });
       const body = await this.classify(req, url, t0);
       return this.send(res, 200, JSON.stringify(body), { 'content-type': 'application/json' });
