@@ -5,7 +5,7 @@ import * as models from '../models/index.ts';
 import * as nn from '../nn/index.ts';
 import { Module } from '../nn/module.ts';
 
-/** A Module subclass (its constructor is never called when a Worker rebuilds one). */
+/** A Module subclass (a Worker rebuilds instances without calling its constructor). */
 export type ModuleClass = abstract new (...args: never[]) => Module;
 
 interface Entry { key: string; url: string }
@@ -15,8 +15,9 @@ const byKey = new Map<string, ModuleClass>();
 /**
  * Makes instances of cls movable into inference sessions: call it in the file that defines cls, with that
  * file's import.meta.url. A session's Worker imports the URL (so keep that file free of other side effects)
- * and rebuilds instances from their fields without running the constructor. Fields may hold numbers,
- * strings, arrays, plain objects, Maps, Sets, typed arrays, Tensors and Modules; not functions or #private state.
+ * and rebuilds instances from their fields without running cls's constructor (Module's own runs). Fields may
+ * hold numbers, strings, arrays, plain objects, Maps, Sets, typed arrays, Tensors and Modules; not functions,
+ * and no #private fields in Module subclasses.
  */
 export function registerModuleClass(cls: ModuleClass, url: string): void {
   if (typeof cls !== 'function' || !(cls.prototype instanceof Module)) throw new TypeError('registerModuleClass: expected a subclass of Module');

@@ -87,7 +87,7 @@ export function describe(model: Module): Described {
   return { root, tensors, urls: [...urls] };
 }
 
-/** Rebuilds a described tree around adopted tensors (kept, so no tidy() sweeps them); no constructor runs. */
+/** Rebuilds a described tree around adopted tensors (kept, so no tidy() sweeps them); no subclass constructor runs. */
 export function rebuild(root: Desc, tensors: readonly Tensor[]): Module {
   const memo = new Map<Node, unknown>();
   const build = (d: Desc): unknown => {
@@ -102,7 +102,9 @@ export function rebuild(root: Desc, tensors: readonly Tensor[]): Module {
         return t;
       }
       case 'module': {
-        const m = Object.create(classByKey(d.key).prototype) as Record<string, unknown>;
+        // Module's own constructor runs (with the class as new.target, so its fields, #private ones
+        // included, exist); the subclass constructors do not, and the described fields replace the rest.
+        const m = Reflect.construct(Module, [], classByKey(d.key)) as Record<string, unknown>;
         memo.set(d, m);
         for (const [k, x] of Object.entries(d.fields)) Object.defineProperty(m, k, { value: build(x), writable: true, enumerable: true, configurable: true });
         return m;
