@@ -43,7 +43,7 @@ async function main(): Promise<void> {
     .option('--queue <n>', 'images that may wait for a batch; beyond it requests get 503', positiveInt, 256)
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .addOption(new Option('--amp <dtype>', 'mixed precision (autocast) in the forward').choices(['bf16', 'fp16']))
-    .option('--max-body <size>', 'largest request body', bytes, 20e6)
+    .addOption(new Option('--max-body <size>', 'largest request body (k, m, g are powers of 1024)').argParser(bytes).default(20 * 2 ** 20, '20mb'))
     .option('--max-pixels <n>', 'largest image (width x height), checked from its header before decoding', positiveInt, 40_000_000)
     .option('--max-decoded-mb <n>', 'decoded images held at once, in MiB, before requests get 503', positiveInt, 1024)
     .option('--threads <n>', 'libtorch threads of each inference worker (default: all cores)', positiveInt)

@@ -25,7 +25,7 @@ export interface ServerOptions {
   maxDelayMs?: number;
   /** Images that may wait for a batch before requests get 503 (default 256). */
   queue?: number;
-  /** Largest request body in bytes (default 20 MB). */
+  /** Largest request body in bytes (default 20 MiB). */
   maxBody?: number;
   /** Largest image in pixels, checked from its header before decoding (default 40 M). */
   maxPixels?: number;
@@ -51,7 +51,7 @@ export class ClassifyServer {
   constructor(options: ServerOptions) {
     const s = options.session;
     this.o = {
-      maxBatch: s.maxBatch, maxDelayMs: 5, queue: 256, maxBody: 20e6, maxPixels: 40e6, maxDecodedBytes: 2 ** 30, keepSession: false,
+      maxBatch: s.maxBatch, maxDelayMs: 5, queue: 256, maxBody: 20 * 2 ** 20, maxPixels: 40e6, maxDecodedBytes: 2 ** 30, keepSession: false,
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)), session: s, model: options.model,
     };
     this.metrics = new ServeMetrics({ queueDepth: () => this.batcher.depth, inFlightRequests: () => this.inFlight, decodedBytes: () => this.decodedBytes });
