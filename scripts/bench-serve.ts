@@ -14,7 +14,9 @@ import sharp from 'sharp';
 import { io, models, torchVersion } from '../lib/index.ts';
 import { ints, positiveInt } from './cli.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const here = dirname(fileURLToPath(import.meta.url));
+// The serve script beside this one: TypeScript through tsx in the repository, compiled JS in a package.
+const serveArgs = import.meta.url.endsWith('.ts') ? ['--import', 'tsx', join(here, 'serve.ts')] : [join(here, 'serve.js')];
 
 interface Options { model: string; duration: number; maxRequests: number; clients: number[]; threads?: number; output: string; delay: number }
 interface Case { batching: 'on' | 'off'; clients: number; imagesPerSecond: number; p50Ms: number; p99Ms: number; meanBatch: number; eventLoopP99Ms: number; ok: number; failed: number }
@@ -23,7 +25,7 @@ interface Case { batching: 'on' | 'off'; clients: number; imagesPerSecond: numbe
 interface Server { url: string; proc: ChildProcess; exited: Promise<number | null> }
 
 function start(args: string[]): Promise<Server> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts/serve.ts'), '--port', '0', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...serveArgs, '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   let out = '';
   return new Promise((resolve, reject) => {
