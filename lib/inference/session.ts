@@ -69,6 +69,9 @@ function positive(v: number | undefined, dflt: number, what: string): number {
   return v;
 }
 
+// Only session() makes sessions: one without started Workers would queue jobs forever.
+const INTERNAL = Symbol('InferenceSession');
+
 const AMP = { bf16: 'bfloat16', bfloat16: 'bfloat16', fp16: 'float16', float16: 'float16' } as const;
 
 /** A loaded model whose forward runs on Worker threads; made by inference.session(). */
@@ -85,7 +88,8 @@ export class InferenceSession {
   private drained: (() => void) | undefined;
 
   /** @internal use inference.session() */
-  constructor(device: Device, threads: number, maxBatch: number, workers: number, categories: readonly string[] | undefined) {
+  constructor(token: symbol, device: Device, threads: number, maxBatch: number, workers: number, categories: readonly string[] | undefined) {
+    if (token !== INTERNAL) throw new TypeError('InferenceSession: use inference.session(model, options) to start one');
     [this.device, this.threads, this.maxBatch, this.workers, this.categories] = [device, threads, maxBatch, workers, categories];
   }
 
@@ -263,7 +267,7 @@ export async function session(model: Module, options: SessionOptions = {}): Prom
   const crop = positive(options.crop, 224, 'crop');
   if (options.amp !== undefined && !(options.amp in AMP)) throw new TypeError(`inference.session: amp must be 'bf16' or 'fp16'; got ${String(options.amp)}`);
   const amp = options.amp === undefined ? null : AMP[options.amp];
-  const s = new InferenceSession(device, threads, maxBatch, workers, options.categories);
+  const s = new InferenceSession(INTERNAL, device, threads, maxBatch, workers, options.categories);
   await s.start(model, { device, threads, maxBatch, amp, resize, crop });
   return s;
 }

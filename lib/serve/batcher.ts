@@ -36,7 +36,14 @@ export class Batcher {
   private flushing = false;
   private idle: (() => void)[] = [];
 
-  constructor(private readonly run: BatchRunner, private readonly o: BatcherOptions) {}
+  constructor(private readonly run: BatchRunner, private readonly o: BatcherOptions) {
+    if (typeof run !== 'function') throw new TypeError('Batcher: run must be a function');
+    if (!o || typeof o !== 'object') throw new TypeError('Batcher: options are required');
+    for (const k of ['maxBatch', 'capacity', 'concurrency'] as const) {
+      if (!Number.isInteger(o[k]) || o[k] < 1) throw new TypeError(`Batcher: ${k} must be a positive integer; got ${String(o[k])}`);
+    }
+    if (!(o.maxDelayMs >= 0 && o.maxDelayMs <= 2 ** 31 - 1)) throw new TypeError(`Batcher: maxDelayMs must be a number of ms >= 0; got ${String(o.maxDelayMs)}`);
+  }
 
   /** Images waiting for a batch. */
   get depth(): number {
@@ -50,19 +57,21 @@ export class Batcher {
 
   /** Queues the images of one request (all or none); resolves with each image's top-k, in order. */
   submit(images: readonly DecodedImage[], k: number): Promise<Prediction[][]> {
+    if (!Array.isArray(images) || images.length === 0) throw new TypeError('Batcher.submit: images must be a non-empty array');
+    if (!Number.isInteger(k) || k < 1) throw new TypeError(`Batcher.submit: k must be a positive integer; got ${String(k)}`);
     if (this.waiting.length + images.length > this.o.capacity) {
       throw new QueueFullError(`the queue is full (${this.waiting.length} of ${this.o.capacity} images waiting)`);
     }
     const now = performance.now();
     const done = Promise.all(images.map((image) => new Promise<Prediction[]>((resolve, reject) => this.waiting.push({ image, k, since: now, resolve, reject }))));
-    this.pump();
+    this.#pump();
     return done;
   }
 
   /** From now on, batches go without waiting for the delay (used when shutting down). */
   flush(): void {
     this.flushing = true;
-    this.pump();
+    this.#pump();
   }
 
   /** Resolves once nothing waits or runs. */
@@ -71,27 +80,27 @@ export class Batcher {
     return new Promise((resolve) => this.idle.push(resolve));
   }
 
-  private pump(): void {
-    while (this.running < this.o.concurrency && this.waiting.length && this.due()) this.start(this.waiting.splice(0, this.o.maxBatch));
+  #pump(): void {
+    while (this.running < this.o.concurrency && this.waiting.length && this.#due()) this.#start(this.waiting.splice(0, this.o.maxBatch));
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.waiting.length && this.running < this.o.concurrency) {
-      const wait = Math.max(0, this.opened() + this.o.maxDelayMs - performance.now());
-      this.timer = setTimeout(() => this.pump(), wait);
+      const wait = Math.max(0, this.#opened() + this.o.maxDelayMs - performance.now());
+      this.timer = setTimeout(() => this.#pump(), wait);
     }
     if (!this.waiting.length && !this.running) for (const f of this.idle.splice(0)) f();
   }
 
   // When the next batch's window opened: its oldest image's arrival, or a Worker freeing up after it.
-  private opened(): number {
+  #opened(): number {
     return Math.max(this.waiting[0]!.since, this.freeSince);
   }
 
-  private due(): boolean {
-    return this.flushing || this.waiting.length >= this.o.maxBatch || performance.now() - this.opened() >= this.o.maxDelayMs;
+  #due(): boolean {
+    return this.flushing || this.waiting.length >= this.o.maxBatch || performance.now() - this.#opened() >= this.o.maxDelayMs;
   }
 
-  private start(batch: Item[]): void {
+  #start(batch: Item[]): void {
     this.running++;
     this.o.onBatch?.(batch.length);
     const t0 = performance.now();
@@ -103,7 +112,7 @@ export class Batcher {
       this.running--;
       this.freeSince = performance.now();
       this.o.onBatchDone?.(batch.length, performance.now() - t0);
-      this.pump();
+      this.#pump();
     });
   }
 }
