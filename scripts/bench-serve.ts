@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Command } from 'commander';
 import sharp from 'sharp';
-import { io, models, torchVersion } from '../lib/index.ts';
+import { session } from '../lib/inference/index.ts';
+import { io, models, randn, torchVersion } from '../lib/index.ts';
+import type { Module } from '../lib/nn/module.ts';
 import { ints, positiveInt } from './cli.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -81,6 +83,33 @@ async function measure(s: Server, batching: 'on' | 'off', clients: number, body:
   };
 }
 
+// The model alone in an inference session (the server's Worker, without HTTP, decoding or batching),
+// batch 1 against batch n, alternating: the ceiling of what batching can gain on this machine.
+async function modelOnly(model: Module, n: number, seconds: number, threads?: number): Promise<{ batch1ImagesPerSecond: number; batchNImagesPerSecond: number; n: number }> {
+  const s = await session(model, { threads, maxBatch: n });
+  const rate = async (b: number): Promise<number> => {
+    const x = randn([b, 3, 224, 224]);
+    (await s.run(x)).dispose();
+    let images = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < (seconds * 1000) / 6) {
+      (await s.run(x)).dispose();
+      images += b;
+    }
+    x.dispose();
+    return images / ((performance.now() - t0) / 1000);
+  };
+  const ones: number[] = [];
+  const ns: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    ones.push(await rate(1));
+    ns.push(await rate(n));
+  }
+  await s.close();
+  const median = (v: number[]): number => [...v].sort((a, b) => a - b)[1]!;
+  return { batch1ImagesPerSecond: median(ones), batchNImagesPerSecond: median(ns), n };
+}
+
 // The CPU as lscpu names it (os.cpus() where lscpu is missing).
 function cpuModel(): string {
   let name = cpus()[0]?.model ?? 'unknown';
@@ -110,8 +139,10 @@ async function main(): Promise<void> {
   const servers: Server[] = [];
   try {
     const weights = join(dir, `${o.model}.safetensors`);
-    const model = models.create(o.model);
+    const model = models.create(o.model).eval();
     io.saveSafetensors(weights, model.stateDict());
+    console.log(`${o.model} alone, batch 1 vs 32 ...`);
+    const alone = await modelOnly(model, 32, o.duration, o.threads);
     model.dispose();
     // A photo-sized JPEG (ImageNet's typical 500x375), smooth noise so that decoding does real work.
     const px = Buffer.alloc(500 * 375 * 3);
@@ -145,6 +176,7 @@ async function main(): Promise<void> {
     const result = {
       date: new Date().toISOString(), cpu: cpuModel(), node: process.version, torch: torchVersion(), model: o.model,
       image: '500x375 JPEG', durationPerCaseS: o.duration, maxDelayMs: o.delay, cases, speedupByClients: ratios, targets,
+      modelAlone: { ...alone, ratio: alone.batchNImagesPerSecond / alone.batch1ImagesPerSecond },
       note: 'event-loop p99 is prom-client\'s monitorEventLoopDelay (10 ms resolution, which its values include)',
     };
     const prev = existsSync(o.output) ? JSON.parse(readFileSync(o.output, 'utf8')) : {};
@@ -158,6 +190,8 @@ async function main(): Promise<void> {
         `${b.p50Ms.toFixed(0)} / ${b.p99Ms.toFixed(0)} | ${ratios[n]!.toFixed(2)}x | ${a.eventLoopP99Ms.toFixed(1)} ms |`);
     }
     for (const [k, v] of Object.entries(targets)) console.log(`${v ? 'met    ' : 'NOT met'}  ${k}`);
+    console.log(`the model alone in a session: ${alone.batch1ImagesPerSecond.toFixed(1)} images/s at batch 1, ${alone.batchNImagesPerSecond.toFixed(1)} at batch 32 ` +
+      `(${result.modelAlone.ratio.toFixed(2)}x): the most batching can gain here`);
     console.log(`\nwrote ${o.output} ("serve")`);
   } finally {
     for (const s of servers) s.proc.kill('SIGTERM');
