@@ -17,3 +17,5 @@ export * as explain from './explain/index.ts';
 export * as optim from './optim/index.ts';
 export * as data from './data/index.ts';
 export * as train from './train/index.ts';
+export * as inference from './inference/index.ts';
+export * as serve from './serve/index.ts';
