@@ -306,6 +306,21 @@ std::pair<const uint8_t*, size_t> bytesOf(const Args& a, size_t i, const char* n
   a.typeError(name, "a TypedArray, Buffer or ArrayBuffer");
 }
 
+// Owns a file descriptor: closed on every path out of the scope, exceptions included.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
 Napi::Value copyOut(Napi::Env env, const at::Tensor& src) {
   at::Tensor t = src.detach();
   if (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) t = t.to(at::kFloat);
@@ -342,12 +357,13 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
   }
   exports.Set("dtypes", dtypes);
 
-  // fromBytes(bytes, shape, dtype): a new CPU tensor holding a copy of bytes.
+  // fromBytes(bytes, shape, dtype): a new CPU tensor holding a copy of bytes. Every other argument
+  // is read first: reading one may run JS (a getter on the shape array) that detaches the buffer.
   def(env, exports, "fromBytes", [](Args& a) {
-    auto [ptr, len] = bytesOf(a, 0, "data");
     auto shape = a.ints(1, "shape");
     auto dt = a.dtype(2, "dtype");
     int64_t n = checkedNumel(a, shape, "shape");
+    auto [ptr, len] = bytesOf(a, 0, "data");
     size_t item = c10::elementSize(dt);
     if (static_cast<size_t>(n) > std::numeric_limits<size_t>::max() / item || static_cast<size_t>(n) * item != len)
       throw Napi::Error::New(a.env(), "fromBytes: data holds " + std::to_string(len) + " bytes but shape " +
@@ -358,17 +374,18 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
     return t;
   });
 
-  // fromStorage(bytes, dtype, size, stride, storageOffset): as_strided view of a copied storage (.pth tensors).
+  // fromStorage(storage, size, stride, storageOffset): a view of a 1-D storage tensor, as torch.load
+  // makes .pth tensors: views of one storage share it, and a stride-0 view copies nothing.
   def(env, exports, "fromStorage", [](Args& a) {
-    auto [ptr, len] = bytesOf(a, 0, "data");
-    auto dt = a.dtype(1, "dtype");
-    auto size = a.ints(2, "size");
-    auto stride = a.ints(3, "stride");
-    int64_t offset = a.integer(4, "storageOffset");
-    size_t item = c10::elementSize(dt);
-    if (len % item) throw Napi::Error::New(a.env(), "fromStorage: storage of " + std::to_string(len) + " bytes is not a whole number of " + c10::toString(dt));
+    auto size = a.ints(1, "size");
+    auto stride = a.ints(2, "stride");
+    int64_t offset = a.integer(3, "storageOffset");
+    at::Tensor& storage = a.tensor(0, "storage");
+    if (storage.dim() != 1 || !storage.is_contiguous() || storage.storage_offset() != 0 || !storage.has_storage() ||
+        storage.storage().nbytes() != static_cast<size_t>(storage.numel()) * storage.element_size())
+      a.typeError("storage", "a 1-D tensor holding its whole storage");
     if (size.size() != stride.size()) throw Napi::Error::New(a.env(), "fromStorage: size and stride differ in length");
-    int64_t storageNumel = static_cast<int64_t>(len / item);
+    int64_t storageNumel = storage.numel();
     checkedNumel(a, size, "size");
     if (offset < 0) a.typeError("storageOffset", "non-negative");
     int64_t last = offset;
@@ -382,9 +399,7 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
     }
     if (!empty && last >= storageNumel)
       throw Napi::Error::New(a.env(), "fromStorage: view reaches element " + std::to_string(last) + " of a storage of " + std::to_string(storageNumel));
-    at::Tensor storage = at::empty({storageNumel}, at::TensorOptions().dtype(dt));
-    if (len) std::memcpy(storage.data_ptr(), ptr, len);
-    return storage.as_strided(size, stride, offset).clone(at::MemoryFormat::Preserve);
+    return storage.detach().as_strided(size, stride, offset);
   });
 
   // fromFile(path, byteOffset, shape, dtype): reads the bytes straight into a new tensor (no JS copy).
@@ -396,35 +411,27 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
     int64_t n = checkedNumel(a, shape, "shape");
     if (offset < 0) a.typeError("byteOffset", "non-negative");
     size_t item = c10::elementSize(dt);
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Napi::Error::New(a.env(), "fromFile: cannot open " + path + ": " + std::strerror(errno));
+    // Non-blocking, so a FIFO's open does not wait for a writer; refused below unless regular.
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (fd.get() < 0) throw Napi::Error::New(a.env(), "fromFile: cannot open " + path + ": " + std::strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) { ::close(fd); throw Napi::Error::New(a.env(), "fromFile: cannot stat " + path); }
+    if (fstat(fd.get(), &st) != 0) throw Napi::Error::New(a.env(), "fromFile: cannot stat " + path);
+    if (!S_ISREG(st.st_mode)) throw Napi::Error::New(a.env(), "fromFile: " + path + " is not a regular file");
     uint64_t nbytes = static_cast<uint64_t>(n) * item;
     if (static_cast<uint64_t>(n) > std::numeric_limits<uint64_t>::max() / item || static_cast<uint64_t>(offset) > static_cast<uint64_t>(st.st_size) ||
-        nbytes > static_cast<uint64_t>(st.st_size) - static_cast<uint64_t>(offset)) {
-      ::close(fd);
+        nbytes > static_cast<uint64_t>(st.st_size) - static_cast<uint64_t>(offset))
       throw Napi::Error::New(a.env(), "fromFile: " + path + " is too short for a tensor of " + std::to_string(nbytes) + " bytes at offset " + std::to_string(offset));
-    }
-    at::Tensor t;
-    try {
-      t = at::empty(shape, at::TensorOptions().dtype(dt));
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dt));
     auto* dst = static_cast<uint8_t*>(t.data_ptr());
     uint64_t done = 0;
     while (done < nbytes) {
-      ssize_t r = ::pread(fd, dst + done, nbytes - done, offset + static_cast<off_t>(done));
+      ssize_t r = ::pread(fd.get(), dst + done, nbytes - done, offset + static_cast<off_t>(done));
       if (r <= 0) {
         if (r < 0 && errno == EINTR) continue;
-        ::close(fd);
         throw Napi::Error::New(a.env(), "fromFile: read failed in " + path);
       }
       done += static_cast<uint64_t>(r);
     }
-    ::close(fd);
     return t;
   });
 
