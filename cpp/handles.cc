@@ -3,10 +3,10 @@
 // loads there and freed (its tensors with it) when that environment is torn down.
 //
 // A handle is a 128-bit JS BigInt, never a pointer: the high word is the environment's tag (random,
-// unique in the process), the low word a random nonce (36 bits, new each time a slot is reused)
-// and the slot (28 bits). So a disposed or stale id is detected, a forged id has to guess 100 bits
-// to alias a live tensor, and a handle taken to another thread is named as such, never read as
-// whatever that thread keeps in the same slot. Making one needs no JS constructor call and no N-API
+// unique in the process), the low word a random nonce (36 bits, new each time a slot is filled)
+// and the slot (28 bits). So a disposed or stale id is detected; a forged id must guess the slot's
+// nonce (and, without a handle to copy it from, the tag) to alias a live tensor; and a handle taken
+// to another thread is named as such, never read as whatever that thread keeps in the same slot. Making one needs no JS constructor call and no N-API
 // finalizer reference (the two costs that dominated a tiny op); the GC backstop is a
 // FinalizationRegistry in lib/tensor.ts.
 #include <deque>
@@ -74,9 +74,8 @@ struct Id {
 };
 
 // The two words of v when it is a non-negative two-word BigInt (the shape of every handle).
+// (napi_bigint_expected, without a JS exception, for anything that is not a BigInt.)
 bool idOf(napi_env env, napi_value v, Id* out) {
-  napi_valuetype type;
-  if (napi_typeof(env, v, &type) != napi_ok || type != napi_bigint) return false;
   int sign = 0;
   size_t count = 2;
   uint64_t words[2] = {0, 0};

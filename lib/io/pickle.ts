@@ -22,8 +22,8 @@ export interface UnpickleOptions {
   maxHeapBytes: number;
 }
 
-/** How deep MARKs may nest; a state dict needs a handful, a bomb needs millions. */
-export const MAX_MARK_DEPTH = 1000;
+// How deep MARKs may nest; a state dict needs a handful, a bomb millions.
+const MAX_MARK_DEPTH = 1000;
 
 // Estimated V8 heap bytes of what each opcode builds, measured on Node 20 (an empty Map is 192 bytes,
 // an empty array 40) and rounded up; a stack slot and a memo entry cost their share of the arrays and
@@ -84,16 +84,19 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
     return items;
   };
   const utf8 = (n: number): string => {
+    const at = need(n);
     charge(COST.string + 2 * n);
-    return buf.toString('utf8', need(n), pos);
+    return buf.toString('utf8', at, pos);
   };
   const latin1 = (n: number): string => {
+    const at = need(n);
     charge(COST.string + n);
-    return buf.toString('latin1', need(n), pos);
+    return buf.toString('latin1', at, pos);
   };
   const bytes = (n: number): Buffer => {
+    const at = need(n);
     charge(COST.buffer + n);
-    return Buffer.from(buf.subarray(need(n), pos));
+    return Buffer.from(buf.subarray(at, pos));
   };
   const line = (): string => {
     const end = buf.indexOf(0x0a, pos);

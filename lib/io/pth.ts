@@ -13,9 +13,9 @@ const STORAGES: Record<string, [DType, number]> = {
   BFloat16Storage: ['bfloat16', 2], LongStorage: ['int64', 8], IntStorage: ['int32', 4],
   ShortStorage: ['int16', 2], CharStorage: ['int8', 1], ByteStorage: ['uint8', 1], BoolStorage: ['bool', 1],
 };
-// The heap the unpickler may build: a state dict's pickle is a small part of its file (resnet152's
-// is 115 KB of 230 MB and builds about 1 MB of objects), so a file's own size plus a floor that
-// covers any real small file leaves legitimate files far inside, and keeps a bomb's peak near the file's size.
+// The heap the unpickler may build. A state dict's pickle is a small part of its file (resnet152's
+// is 115 KB of 242 MB and builds an estimated 1.8 MiB of objects), so the file's own size plus a
+// floor for small files leaves real files far inside, and keeps a bomb's peak near the file's size.
 const PICKLE_HEAP_FLOOR = 16 * 2 ** 20;
 // Where trainers commonly nest the state dict inside a checkpoint.
 const WRAPPERS = ['state_dict', 'model', 'model_state_dict', 'module'];
