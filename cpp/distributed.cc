@@ -323,7 +323,7 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
       p.mix(static_cast<uint64_t>(C));
     });
     agree(a, g, p);
-    return SyncBatchNormFn::apply(x, w.value_or(at::Tensor()), b.value_or(at::Tensor()), rm.value_or(at::Tensor()), rv.value_or(at::Tensor()), eps, momentum);
+    return SyncBatchNormFn::apply(x, w, b, rm, rv, eps, momentum);
   });
 }
 

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 namespace rts {
@@ -28,8 +29,15 @@ struct SyncBatchNormFn : public torch::autograd::Function<SyncBatchNormFn> {
     return d;
   }
 
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                            at::Tensor runningMean, at::Tensor runningVar, double eps, double momentum) {
+  // The optional inputs are std::optional: an undefined at::Tensor input is not allowed by
+  // autograd (it records every tensor input's device), an absent optional is simply not an input.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& weightArg,
+                            const std::optional<at::Tensor>& biasArg, const std::optional<at::Tensor>& runningMeanArg,
+                            const std::optional<at::Tensor>& runningVarArg, double eps, double momentum) {
+    const at::Tensor weight = weightArg.value_or(at::Tensor());
+    const at::Tensor bias = biasArg.value_or(at::Tensor());
+    at::Tensor runningMean = runningMeanArg.value_or(at::Tensor());
+    at::Tensor runningVar = runningVarArg.value_or(at::Tensor());
     const int64_t C = x.size(1);
     const auto dims = reduceDims(x);
     const auto shape = statShape(x);

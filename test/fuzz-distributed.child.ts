@@ -8,7 +8,7 @@
 // Usage: node --import tsx test/fuzz-distributed.child.ts <seed> <calls> <logFile>
 // Prints one line: FUZZD-RESULT {json}.
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { distributed as dist, full, ones, randn, Tensor } from '../lib/index.ts';
+import { distributed as dist, full, manualSeed, ones, randn, Tensor } from '../lib/index.ts';
 import { native, type Handle } from '../lib/native.ts';
 
 const [seedArg = '1', callsArg = '1000', logPath = '/dev/null'] = process.argv.slice(2);
@@ -92,6 +92,24 @@ function checkValues(name: string, ts: (Tensor | null)[], want: number): void {
     const got = Array.from(t.toArray() as ArrayLike<number | bigint>, Number);
     if (!got.every((v) => v === want)) wrong.push(`${name}: got ${got.join(',')}, want ${want}`);
   }
+}
+
+// First a fixed case: SyncBatchNorm without affine parameters or running statistics (what
+// BatchNorm2d({ affine: false, trackRunningStats: false }) passes) over 3 + 5 images must equal
+// training-mode batch norm over all 8, computed by this rank alone, and its backward must run.
+{
+  manualSeed(11); // the same global batch on both ranks
+  const all = keep(randn([8, 3, 4, 4]));
+  const [start, len] = e.rank === 0 ? [0, 3] : [3, 5];
+  const part = keep(all.narrow(0, start, len).contiguous()).requiresGrad_();
+  const r = call('distSyncBatchNorm without affine or running statistics', () => {
+    const y = keep(new Tensor(native.distSyncBatchNorm(part.h, null, null, null, null, 1e-5, 0.1)));
+    const ref = keep(keep(new Tensor(native.batchNorm(all.h, null, null, null, null, true, 0.1, 1e-5))).narrow(0, start, len));
+    const diff = keep(keep(y.sub(ref)).abs()).max().item() as number;
+    if (!(diff < 1e-5)) throw new Error(`differs from batch norm over the whole batch by ${diff}`);
+    keep(y.sum()).backward();
+  });
+  if (!r.ok) wrong.push(`SyncBatchNorm without affine or running statistics: ${r.msg}`);
 }
 
 const N = Number(callsArg);
