@@ -18,7 +18,7 @@ export interface Native {
   dtypes: Record<string, number>;
   // creation and copies
   fromBytes(data: TA, shape: Ints, dtype: number): H;
-  fromStorage(data: TA, dtype: number, size: Ints, stride: Ints, storageOffset: number): H;
+  fromStorage(storage: H, size: Ints, stride: Ints, storageOffset: number): H;
   fromFile(path: string, byteOffset: number, shape: Ints, dtype: number): H;
   toArray(t: H): ArrayBufferView;
   toBytes(t: H): Buffer;
