@@ -1,11 +1,11 @@
 """torchvision's DenseNets, the oracle for test/densenet.test.ts (Debian's /usr/bin/python3: torch 1.13 + torchvision 0.14).
 
-  densenet_oracle.py DIR JOB...     prints one JSON object last: {"params": {name: count}, "macs": {name: count}}
+  densenet_oracle.py DIR JOB...     prints one JSON object last: {JOB: {"params": count, "macs": count}}
 
 A JOB is KIND:NAME:N,C,H,W with KIND one of
   count   the parameter count only
   macs    conv + linear multiply-accumulates of one forward (forward hooks, as torchvision_oracle.py)
-  eval    random-init weights (BN statistics calibrated, BN affine perturbed) -> DIR/NAME-eval.pth, DIR/NAME-eval.safetensors
+  eval    random-init weights (BN statistics calibrated, BN affine perturbed) -> DIR/NAME-eval.pth
           and DIR/NAME-eval.legacy.pth (the keys of torchvision's original checkpoints: `norm.1`, no num_batches_tracked;
           checked here to load through torchvision's own _load_state_dict); eval forward -> DIR/NAME-eval.io.safetensors
   train   as eval (files NAME-train.*, no legacy file), then one train-mode step: logits, loss, the gradients in GRADS and the updated BN buffers
@@ -113,9 +113,7 @@ def run(kind, name, shape, out):
         return m, (macs(m, shape) if kind == 'macs' else None)
     m = build(name, shape)
     stem = f'{out}/{name}-{kind}'
-    sd = m.state_dict()
-    torch.save(sd, f'{stem}.pth')
-    save_safetensors(f'{stem}.safetensors', sd, {'format': 'pt'})
+    torch.save(m.state_dict(), f'{stem}.pth')
     torch.manual_seed(1)
     x = torch.randn(*shape)
     io = {'x': x}
@@ -141,13 +139,13 @@ def run(kind, name, shape, out):
 
 def main():
     out = sys.argv[1]
-    result = {'params': {}, 'macs': {}}
+    result = {}
     for job in sys.argv[2:]:
         kind, name, shape = job.split(':')
         m, mac = run(kind, name, [int(v) for v in shape.split(',')], out)
-        result['params'][name] = sum(p.numel() for p in m.parameters())
+        result[job] = {'params': sum(p.numel() for p in m.parameters())}
         if mac is not None:
-            result['macs'][name] = mac
+            result[job]['macs'] = mac
     print(json.dumps(result))
 
 
