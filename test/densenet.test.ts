@@ -176,17 +176,14 @@ const gradKeys = (last: string): string[] => [
   'features.transition1.conv.weight', `features.${last}.conv2.weight`, 'features.norm5.bias', 'classifier.weight', 'classifier.bias',
 ];
 
-// Train-mode BN over few values per channel (2x2x2 in densenet121's last block at 64²) makes float32 gradients of the
-// first layers ill-conditioned: 1e-3 apart after 100 or 120 layers, where float64 agrees to 1e-14. So float32
-// gradients get a 1e-2 bound; float64 proves the wiring.
-const F32_GRAD_TOL = 1e-2;
-
+// Train-mode BN over 2x2x2 values per channel in densenet121's last block (at 64²) makes float32 gradients of the first
+// layers ill-conditioned: 4e-3 apart, where float64 agrees to 6e-14. So they get a 1e-2 bound; float64 proves the wiring.
 test('densenet121 train mode (2x3x64x64): logits, loss, gradients through every block, BN statistics match torchvision', () => {
-  checkTrain('densenet121', () => models.densenet121(), gradKeys('denseblock4.denselayer16'), F32_GRAD_TOL);
+  checkTrain('densenet121', () => models.densenet121(), gradKeys('denseblock4.denselayer16'), 1e-2);
 });
 
 test('densenet_bc_100_k12 train mode (4x1x16x16): logits, loss, gradients, BN statistics match the oracle', () => {
-  checkTrain('densenet_bc_100_k12', () => models.densenet_bc_100_k12({ inChannels: 1 }), gradKeys('denseblock3.denselayer16'), F32_GRAD_TOL);
+  checkTrain('densenet_bc_100_k12', () => models.densenet_bc_100_k12({ inChannels: 1 }), gradKeys('denseblock3.denselayer16'), 1e-4);
 });
 
 test('summary(densenet121, 1x3x224x224): the multiply-adds torchvision\'s hooks count (2.83 G)', () => {
