@@ -71,12 +71,10 @@ export class DenseLayer extends Module {
 
 /** numLayers dense layers (`denselayer1`..); the output concatenates the input and all k-channel outputs. */
 export class DenseBlock extends Module {
-  private readonly layers: DenseLayer[] = [];
-
   constructor(numLayers: number, numInputFeatures: number, bnSize: number, growthRate: number, dropRate: number) {
     super();
     for (let i = 0; i < numLayers; i++) {
-      this.layers.push(this.registerModule(`denselayer${i + 1}`, new DenseLayer(numInputFeatures + i * growthRate, growthRate, bnSize, dropRate)));
+      this.registerModule(`denselayer${i + 1}`, new DenseLayer(numInputFeatures + i * growthRate, growthRate, bnSize, dropRate));
     }
   }
 
@@ -84,7 +82,7 @@ export class DenseBlock extends Module {
     // Each layer's input is a fresh concatenation (torchvision's non-checkpointed path); tidy frees them all.
     return tidy(() => {
       const features = [x];
-      for (const layer of this.layers) features.push(layer.forward(features.length === 1 ? x : cat(features, 1)));
+      for (const [, layer] of this.namedChildren()) features.push(layer.forward(features.length === 1 ? x : cat(features, 1)));
       return cat(features, 1);
     });
   }
@@ -169,7 +167,7 @@ export class DenseNet extends Module {
   }
 
   /** As Module.loadStateDict, also accepting torchvision's legacy `norm.1`-style keys (the original ImageNet .pth files). */
-  override loadStateDict(sd: Record<string, Tensor>, options?: { strict?: boolean }): LoadResult {
+  override loadStateDict(sd: Record<string, Tensor>, options?: Parameters<Module['loadStateDict']>[1]): LoadResult {
     if (!sd || typeof sd !== 'object') return super.loadStateDict(sd, options);
     return super.loadStateDict(remapLegacyKeys(sd), options);
   }
