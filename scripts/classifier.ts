@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { cuda } from '../lib/device.ts';
 import * as io from '../lib/io/index.ts';
 import * as models from '../lib/models/index.ts';
-import { dispose, type Device, type Tensor } from '../lib/tensor.ts';
+import { dispose, isDevice, type Device, type Tensor } from '../lib/tensor.ts';
 import type { Module } from '../lib/nn/module.ts';
 
 /** A mistake in what the user asked for; the CLIs print its message and exit with code 2. */
@@ -12,9 +12,9 @@ export class UsageError extends Error {}
 
 /** Checks a --device value and that CUDA is there when asked for. */
 export function checkDevice(device: string): Device {
-  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N; got ${device}`);
+  if (!isDevice(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N; got ${device}`);
   if (device !== 'cpu' && !cuda.isAvailable()) throw new UsageError(`--device ${device}: CUDA is not available on this machine`);
-  return device as Device;
+  return device;
 }
 
 /** Reads a .pth (torch.save) or .safetensors state dict; a DistributedDataParallel "module." prefix is dropped. */

@@ -88,8 +88,8 @@ test('SIGKILL at seeded random steps and in the middle of a checkpoint write; ea
   //    temporary file and the rename, and the process dies there.
   const { rmSync } = await import('node:fs');
   rmSync(dir, { recursive: true, force: true });
-  const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, ...FLAGS, '--out', dir], {
-    cwd: root, stdio: 'ignore', env: { ...process.env, RESNET_TS_TEST_WRITE_PAUSE_MS: '60000' },
+  const child = spawn(process.execPath, ['--import', 'tsx', '--import', join(root, 'test/fixtures/hold-checkpoint-rename.ts'), SCRIPT, ...FLAGS, '--out', dir], {
+    cwd: root, stdio: 'ignore',
   });
   const closed = new Promise((r) => child.on('close', r));
   const { readdirSync } = await import('node:fs');
@@ -217,7 +217,7 @@ test('a NaN loss stops training with a clear message and keeps the last good che
   const ckpt = join(dir, 'checkpoint.safetensors');
   let err: unknown;
   try {
-    await fit({ model, optimizer: opt, scheduler: new LRScheduler(opt, constant()), trainLoader: loader, epochs: 3, outDir: dir, quiet: true });
+    await fit({ model, optimizer: opt, schedule: new LRScheduler(opt, constant()), train: loader, epochs: 3, outDir: dir, quiet: true });
   } catch (e) {
     err = e;
   }
@@ -237,7 +237,7 @@ test('2,000 training steps keep memory().tensors flat', async () => {
   const rss: number[] = [];
   let steps = 0;
   await fit({
-    model, optimizer: opt, scheduler: new LRScheduler(opt, constant()), trainLoader: loader, epochs: 1, outDir: dir, quiet: true, logEvery: 100,
+    model, optimizer: opt, schedule: new LRScheduler(opt, constant()), train: loader, epochs: 1, outDir: dir, quiet: true, logEvery: 100,
     shouldStop: () => {
       if (++steps % 100 === 0) {
         counts.push(memory().tensors);
