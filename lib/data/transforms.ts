@@ -76,8 +76,8 @@ export function resize(size: number): Transform {
   };
 }
 
-/** Python's round(), which torchvision uses for crop offsets and sizes: halves go to the even neighbour. */
-export function roundHalfEven(v: number): number {
+// Python's round(), which torchvision uses for crop offsets and sizes: halves go to the even neighbour.
+function roundHalfEven(v: number): number {
   const f = Math.floor(v);
   return v - f === 0.5 ? (f % 2 === 0 ? f : f + 1) : Math.round(v);
 }
