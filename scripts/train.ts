@@ -134,7 +134,7 @@ async function main(): Promise<void> {
   const device: Device = f.device === 'cuda' && denv ? (`cuda:${denv.localRank}` as Device) : f.device;
   const out = f.out ?? join('runs', `${f.model}-${f.data.replace(/[^\w.-]+/g, '_')}`);
   const recipe = recipeOf(f);
-  const data = train.loadTrainingData(f.data, { dir: f.dataDir, imageSize: f.imageSize });
+  const data = train.loadTrainingData(recipe.data, { dir: f.dataDir, imageSize: recipe.imageSize });
   const t = train.buildTraining(recipe, data, { device, rank, world, workers: f.workers, channelsLast: f.channelsLast });
   const stop = stopOnSignals();
   const resuming = f.resume && existsSync(train.runPaths(out).checkpoint);
