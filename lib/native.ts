@@ -199,6 +199,11 @@ export interface Native {
   distReducerBuckets(id: number): number[];
   distReducerDestroy(id: number): void;
   distSyncBatchNorm(x: H, weight: Opt<H>, bias: Opt<H>, runningMean: Opt<H>, runningVar: Opt<H>, eps: number, momentum: number): H;
+  // serve: tensors handed between JS threads without a copy (cpp/share.cc)
+  shareTensors(ts: H[]): number;
+  adoptTensors(token: number): H[];
+  dropShared(token: number): boolean;
+  sharedCount(): number;
 }
 
 function load(): Native {

@@ -35,15 +35,17 @@ export function arrayData(train: ArrayDataset, test: ArrayDataset): TrainingData
 }
 
 /**
- * Training data from a folder of class folders, or of train/ and val/ (or test/) folders of them; images are
- * stored at imageSize / 0.875 (256 for 224, as torchvision's presets) and normalized with ImageNet's statistics.
+ * Training data from a folder of class folders, or of train/ and val/ (or test/) folders of them (with the same
+ * classes); images are stored at imageSize / 0.875 (256 for 224, as torchvision's presets) and normalized with
+ * ImageNet's statistics.
  */
 export function folderData(dir: string, imageSize: number): TrainingData {
   const trainDir = existsSync(join(dir, 'train')) ? join(dir, 'train') : dir;
   const testDir = existsSync(join(dir, 'val')) ? join(dir, 'val') : existsSync(join(dir, 'test')) ? join(dir, 'test') : trainDir;
   const stored = Math.round(imageSize / 0.875);
   const train = folderSource(trainDir, stored);
-  return { train, test: folderSource(testDir, stored), classes: train.classes, channels: 3, size: imageSize, mean: IMAGENET_MEAN, std: IMAGENET_STD, folder: true };
+  const test = folderSource(testDir, stored, { sameClassesAs: { dir: trainDir, classes: train.classes } });
+  return { train, test, classes: train.classes, channels: 3, size: imageSize, mean: IMAGENET_MEAN, std: IMAGENET_STD, folder: true };
 }
 
 /** The data a recipe names: a known dataset (from dir, or its default place) or a folder. */
