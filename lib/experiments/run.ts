@@ -33,6 +33,8 @@ export interface ExperimentOptions {
   /** Each net trains once per seed; the table shows the mean and the range. */
   seeds: number[];
   device: Device;
+  /** Channels-last images and weights (speed only: what is learned does not change). */
+  channelsLast?: boolean;
   /** Described in results.json (e.g. '2 CPU threads'). */
   hardware: string;
   quiet: boolean;
@@ -117,7 +119,7 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
       mkdirSync(dir, { recursive: true });
       writeFileAtomically(join(dir, 'run.json'), fingerprint(exp, run, o, seed));
       const recipe: Recipe = { ...o.recipe, model: run.id, data: o.data, seed };
-      const ctx: TrainingContext = { device: o.device, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
+      const ctx: TrainingContext = { device: o.device, channelsLast: o.channelsLast, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
       const paths = runPaths(dir);
       const tag = `[${exp.name} ${i + 1}/${runs.length}] ${run.id}${o.seeds.length > 1 ? ` seed ${seed}` : ''}`;
       if (!existsSync(paths.summary)) {

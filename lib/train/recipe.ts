@@ -184,6 +184,8 @@ export function buildTraining(r: Recipe, data: TrainingData, ctx: TrainingContex
   if (r.emaDecay !== undefined && !(r.emaDecay >= 0 && r.emaDecay < 1)) throw new RecipeError('emaDecay', `must be in [0, 1); got ${r.emaDecay}`);
   if (r.randomErasing !== undefined && !(r.randomErasing >= 0 && r.randomErasing <= 1)) throw new RecipeError('randomErasing', `must be a probability in [0, 1]; got ${r.randomErasing}`);
   const model = buildModel(r, data, ctx);
+  // As torch's model.to(memory_format=torch.channels_last): the weights too, or every conv converts them per call.
+  if (ctx.channelsLast) model.toChannelsLast();
   // Replicas take rank 0's parameters and buffers here (a collective: every rank reaches it).
   if (world > 1 && r.syncBn) convertSyncBatchNorm(model);
   const ddp = world > 1 ? new DistributedDataParallel(model) : undefined;
