@@ -15,3 +15,5 @@ export * as models from './models/index.ts';
 export * as optim from './optim/index.ts';
 export * as data from './data/index.ts';
 export * as train from './train/index.ts';
+export * as inference from './inference/index.ts';
+export * as cpu from './cpu.ts';

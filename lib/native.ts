@@ -199,6 +199,13 @@ export interface Native {
   distReducerBuckets(id: number): number[];
   distReducerDestroy(id: number): void;
   distSyncBatchNorm(x: H, weight: Opt<H>, bias: Opt<H>, runningMean: Opt<H>, runningVar: Opt<H>, eps: number, momentum: number): H;
+  // speed branch: oneDNN fused inference ops (cpp/fused.cc)
+  fusedAvailable(): boolean;
+  fusedBf16Supported(): boolean;
+  convPack(w: H, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints): H;
+  packedLayout(packed: H): H;
+  convFused(x: H, packed: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean): H;
+  convFusedAdd(x: H, other: H, packed: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean): H;
 }
 
 function load(): Native {
