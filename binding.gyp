@@ -10,7 +10,8 @@
         "cpp/cuda.cc",
         "cpp/allocator.cc",
         "cpp/distributed.cc",
-        "cpp/fused.cc"
+        "cpp/fused.cc",
+        "cpp/cpu_cache.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -6,6 +6,7 @@
 // are looked up by name once, and an older or non-oneDNN build is reported by fusedAvailable()
 // instead of failing at load. Argument order follows lib/native.ts.
 #include <ATen/ATen.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <optional>
@@ -49,8 +50,9 @@ const c10::OperatorHandle& layoutOp() {
 }
 
 at::Tensor callTensor(const c10::OperatorHandle& op, std::vector<c10::IValue>&& stack) {
-  // The packed weights and activations never take part in autograd; grad mode would only add checks.
-  at::NoGradGuard noGrad;
+  // The packed weights and activations never take part in autograd: dispatch straight to the CPU kernel,
+  // past the autograd fallback that would check every input for requires_grad on each call.
+  at::AutoDispatchBelowADInplaceOrView belowAutograd;
   op.callBoxed(&stack);
   return stack.at(0).toTensor();
 }

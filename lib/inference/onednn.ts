@@ -28,7 +28,7 @@ interface Packed {
 interface PackCache {
   /** The weight the packs were made from; a different one (after to() or loadStateDict into a new tensor) drops them. */
   weight: Tensor;
-  byShape: Map<string, Packed>;
+  byShape: Map<number, Packed>;
   distinct: Packed[];
 }
 
@@ -55,7 +55,7 @@ export function releasePacks(m: FusedConv2d): void {
 }
 
 /** The module's weight in the blocked layout oneDNN wants for inputs shaped like x, reordered on first use only. */
-function packFor(m: FusedConv2d, x: Tensor): Tensor {
+function packFor(m: FusedConv2d, x: Tensor, shape: number[]): Tensor {
   const w = m.weight;
   let c = caches.get(m);
   if (c && c.weight !== w) {
@@ -66,8 +66,8 @@ function packFor(m: FusedConv2d, x: Tensor): Tensor {
     c = { weight: w, byShape: new Map(), distinct: [] };
     caches.set(m, c);
   }
-  const shape = x.shape;
-  const key = shape.join('x');
+  // N, H, W below 2^16 each (C is fixed by the weight): one number, no string per call.
+  const key = (shape[0]! * 65536 + shape[2]!) * 65536 + shape[3]!;
   const hit = c.byShape.get(key);
   if (hit) return hit.packed;
   const { padding, stride, dilation, groups } = m.spec;
@@ -91,11 +91,9 @@ function packFor(m: FusedConv2d, x: Tensor): Tensor {
   return entry.packed;
 }
 
-/** Whether x can take the oneDNN path (CPU, float32, or bfloat16 where oneDNN has bf16 kernels). */
-function viaOneDnn(x: Tensor): boolean {
-  if (x.device !== 'cpu' || !onednn.available) return false;
-  const d = x.dtype;
-  return d === 'float32' || (d === 'bfloat16' && onednn.bf16);
+/** Whether a module of this dtype runs on oneDNN for x (CPU, float32, or bfloat16 where oneDNN has bf16 kernels). */
+function viaOneDnn(dtype: string, x: Tensor): boolean {
+  return (dtype === 'float32' || (dtype === 'bfloat16' && onednn.bf16)) && onednn.available && x.device === 'cpu';
 }
 
 /** relu?(conv(x) + bias (+ other)) for a FusedConv2d; x is cast to the module's dtype when it differs. */
@@ -103,8 +101,9 @@ export function convForward(m: FusedConv2d, x: Tensor, other: Tensor | null, rel
   const s = m.spec;
   const input = x.dtype === s.dtype ? x : x.to(s.dtype);
   try {
-    if (viaOneDnn(input)) {
-      const p = packFor(m, input);
+    const shape = input.shape;
+    if (shape.length === 4 && shape[0]! < 65536 && shape[2]! < 65536 && shape[3]! < 65536 && viaOneDnn(s.dtype, input)) {
+      const p = packFor(m, input, shape);
       const b = m.bias.h;
       return new Tensor(other
         ? native.convFusedAdd(input.h, other.h, p.h, b, s.padding, s.stride, s.dilation, s.groups, relu)
