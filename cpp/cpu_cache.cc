@@ -40,7 +40,8 @@ class BlockCache final : public c10::Allocator {
   BlockCache(c10::Allocator* inner, size_t limit) : inner_(inner), limit_(limit) {}
 
   c10::DataPtr allocate(size_t n) override {
-    if (n < kMinBytes || limit_ == 0) return inner_->allocate(n);
+    // Past 2^48 bytes no machine has the memory: the guard behind refuses it, with no size class to round.
+    if (n < kMinBytes || n > (size_t{1} << 48) || limit_ == 0) return inner_->allocate(n);
     size_t size = sizeClass(n);
     {
       std::lock_guard<std::mutex> g(mu_);
