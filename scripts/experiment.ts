@@ -27,7 +27,7 @@ const program = new Command('experiment')
     '  densenet     Huang et al. 2017 sec. 4.3: ResNet vs DenseNet-BC at equal parameter budgets\n' +
     '  all          the five, one after another')
   .addArgument(new Argument('<name>', 'experiment').choices(NAMES))
-  .addOption(new Option('--scale <scale>', 'quick: minutes on 2 CPU cores; medium: all 60k training images, two seeds (degradation: ~80 min on 2 CPU cores); full: the papers\' schedule, for a GPU').choices(ex.SCALES).default('quick'))
+  .addOption(new Option('--scale <scale>', 'quick: minutes on 2 CPU cores; medium: all 60k training images, two seeds (degradation: sized for ~80 min on 2 CPU cores, estimated); full: the papers\' schedule, for a GPU').choices(ex.SCALES).default('quick'))
   .addOption(new Option('--data <name>', 'dataset').choices(ex.DATASETS).default('fashion-mnist'))
   .option('--data-dir <dir>', 'where the dataset files are (default for fashion-mnist: Debian\'s /usr/share/datasets/fashion-mnist)')
   .option('--out <dir>', 'output directory: runs go in <out>/<name>/<run>/', join('runs', 'experiments'))
