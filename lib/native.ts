@@ -27,7 +27,8 @@ export type ParamKind<T> = [T] extends [H | Num] ? ([H | Num] extends [T] ? 'lik
 type ArgName<T> = ParamKind<T> extends 'plain' ? string : `${string}:${ParamKind<T>}`;
 /** One name per parameter (optional ones too), suffixed with its kind where it is not plain: checked by tsc. */
 type ArgNames<P extends readonly unknown[]> = { [I in keyof P]-?: ArgName<P[I]> };
-type Signature = (...args: never[]) => unknown;
+/** Any native function's type. */
+export type Signature = (...args: never[]) => unknown;
 
 /** A row of the op table: the native signature F, the argument names, and whether Tensor has it as a method. */
 export interface Op<F extends Signature = Signature, M extends boolean = boolean> {

@@ -1,5 +1,5 @@
 // Tensor, DType, Device; memory scopes (tidy/keep/dispose); grad and autocast modes.
-import { OPS, native, type DTypeCode, type Handle, type NativeOps, type Op, type ParamKind } from './native.ts';
+import { OPS, native, type DTypeCode, type Handle, type NativeOps, type Op, type ParamKind, type Signature } from './native.ts';
 
 /** Element types a Tensor can hold. */
 export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
@@ -183,7 +183,6 @@ type MethodOf<K, F> = F extends (...a: infer P) => infer R
     : (...args: OuterParams<Tail<P>>) => R extends [Handle, Handle] ? { values: Tensor; indices: Tensor } : Outer<R>
   : never;
 type MethodRows = { [K in keyof typeof OPS as (typeof OPS)[K] extends Op<Signature, true> ? K : never]: (typeof OPS)[K] };
-type Signature = (...args: never[]) => unknown;
 /** The Tensor methods the op table declares: the native op with the receiver as its first argument. */
 export type TensorMethods = { [K in keyof MethodRows]: MethodOf<K, NativeOps[K]> };
 /** The op table's function `name` over Tensors (Tensor arguments and lists as handles, handle results as Tensors). */
@@ -214,20 +213,30 @@ export function tensorFunction<K extends keyof NativeOps>(name: K): TensorFuncti
   }) as TensorFunction<NativeOps[K]>;
 }
 
+const methodResult = (r: unknown): unknown =>
+  typeof r === 'bigint' ? new Tensor(r as unknown as Handle) : Array.isArray(r) ? { values: new Tensor(r[0]), indices: new Tensor(r[1]) } : r;
+
+// One closure per arity rather than rest parameters: a method call then costs what a hand-written one does.
 function installMethod(name: string, op: Op): void {
-  const f = native[name as keyof NativeOps] as (...a: unknown[]) => unknown;
+  type Fn = (...a: unknown[]) => unknown;
+  const f = native[name as keyof NativeOps] as Fn;
   const conv = converters(op).slice(1);
+  const [c0, c1, c2] = conv as [Fn, Fn, Fn];
+  const convert = (args: unknown[]): unknown[] => args.map((v, i) => (i < conv.length ? conv[i]!(v) : v));
+  // In place (torch's trailing underscore): the receiver is the result.
   const value = name.endsWith('_')
-    ? function (this: Tensor, ...args: unknown[]): Tensor {
-        for (let i = 0; i < args.length && i < conv.length; i++) args[i] = conv[i]!(args[i]);
-        f(this.h, ...args);
-        return this;
-      }
-    : function (this: Tensor, ...args: unknown[]): unknown {
-        for (let i = 0; i < args.length && i < conv.length; i++) args[i] = conv[i]!(args[i]);
-        const r = f(this.h, ...args);
-        return Array.isArray(r) ? { values: new Tensor(r[0]), indices: new Tensor(r[1]) } : tensorsOf(r);
-      };
+    ? [
+        function (this: Tensor) { f(this.h); return this; },
+        function (this: Tensor, a: unknown) { f(this.h, c0(a)); return this; },
+        function (this: Tensor, a: unknown, b: unknown) { f(this.h, c0(a), c1(b)); return this; },
+        function (this: Tensor, a: unknown, b: unknown, c: unknown) { f(this.h, c0(a), c1(b), c2(c)); return this; },
+      ][conv.length] ?? function (this: Tensor, ...a: unknown[]) { f(this.h, ...convert(a)); return this; }
+    : [
+        function (this: Tensor) { return methodResult(f(this.h)); },
+        function (this: Tensor, a: unknown) { return methodResult(f(this.h, c0(a))); },
+        function (this: Tensor, a: unknown, b: unknown) { return methodResult(f(this.h, c0(a), c1(b))); },
+        function (this: Tensor, a: unknown, b: unknown, c: unknown) { return methodResult(f(this.h, c0(a), c1(b), c2(c))); },
+      ][conv.length] ?? function (this: Tensor, ...a: unknown[]) { return methodResult(f(this.h, ...convert(a))); };
   Object.defineProperty(value, 'name', { value: name });
   Object.defineProperty(Tensor.prototype, name, { value, writable: true, configurable: true });
 }
