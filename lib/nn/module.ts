@@ -74,6 +74,18 @@ export abstract class Module {
     return this.params.has(name);
   }
 
+  /**
+   * Replaces the child registered under name (keeping its place in the state-dict order) and every
+   * property that pointed to it; returns the child it replaced, which is not disposed.
+   */
+  setChild(name: string, m: Module): Module | undefined {
+    const old = this.children.get(name);
+    if (!old || !(m instanceof Module)) throw new TypeError(`${this.constructor.name}.setChild: need a child '${name}' and a Module`);
+    this.children.set(name, m);
+    for (const key of Object.keys(this)) if (Reflect.get(this, key) === old) Reflect.set(this, key, m);
+    return old;
+  }
+
   /** The child module registered under name. */
   child<M extends Module = Module>(name: string): M {
     const m = this.children.get(name);
@@ -124,16 +136,16 @@ export abstract class Module {
     return out;
   }
 
-  /** Whether the named parameter belongs to a normalisation layer (BatchNorm); such parameters usually get no weight decay. */
-  isNormParam(name: string): boolean {
-    const dot = name.lastIndexOf('.');
-    const owner = this.namedModules().find(([p]) => p === (dot < 0 ? '' : name.slice(0, dot)))?.[1];
-    return owner !== undefined && owner.isNorm() && owner.params.has(name.slice(dot + 1));
+  /** Whether loadStateDict may find key missing: its module lists the name in optionalKeys(). */
+  private isOptionalKey(key: string): boolean {
+    const dot = key.lastIndexOf('.');
+    const owner = this.namedModules().find(([p]) => p === (dot < 0 ? '' : key.slice(0, dot)))?.[1];
+    return owner !== undefined && owner.optionalKeys().includes(key.slice(dot + 1));
   }
 
-  /** Overridden by normalisation layers. */
-  protected isNorm(): boolean {
-    return false;
+  /** Names of this module's own tensors that a state dict may lack (they keep their values); layers override it. */
+  protected optionalKeys(): readonly string[] {
+    return [];
   }
 
   /** Total number of parameter elements. */
@@ -170,7 +182,7 @@ export abstract class Module {
     for (const [k, dst] of Object.entries(own)) {
       const src = sd[k];
       if (src === undefined) {
-        if (!k.endsWith('num_batches_tracked')) missingKeys.push(k);
+        if (!this.isOptionalKey(k)) missingKeys.push(k);
         continue;
       }
       if (!(src instanceof Tensor)) throw new TypeError(`loadStateDict: value of '${k}' is not a Tensor`);
