@@ -78,6 +78,9 @@ export class BatchNorm2d extends Module {
     super();
     this.numFeatures = positiveInt(numFeatures, 'numFeatures', 'BatchNorm2d');
     [this.eps, this.momentum] = [eps, momentum];
+    if (shareWith !== undefined && !(shareWith instanceof BatchNorm2d && shareWith.numFeatures === numFeatures)) {
+      throw new TypeError(`BatchNorm2d: shareWith must be a BatchNorm2d of ${numFeatures} features`);
+    }
     const own = shareWith?.stateDict();
     for (const [name, make] of [['weight', () => ones([numFeatures])], ['bias', () => zeros([numFeatures])]] as const) {
       const shared = own?.[name];
@@ -103,14 +106,14 @@ export class BatchNorm2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    this.checkInput(x);
+    this.startForward(x);
     return F.batchNorm(x, this.runningMean, this.runningVar, {
       weight: this.weight, bias: this.bias, training: this.training, momentum: this.momentum, eps: this.eps,
     });
   }
 
-  /** Checks the input's shape and, in training, counts the batch. */
-  protected checkInput(x: Tensor): void {
+  /** What both forwards do first: check the input's shape and, in training, count the batch. */
+  protected startForward(x: Tensor): void {
     if (x.ndim !== 4) throw new Error(`${this.constructor.name}: expected 4D input (N, C, H, W); got shape [${x.shape.join(', ')}]`);
     if (this.training) this.numBatchesTracked.add_(1);
   }
@@ -140,7 +143,7 @@ export class SyncBatchNorm extends BatchNorm2d {
 
   override forward(x: Tensor): Tensor {
     if (!this.training || !native.distIsInitialized() || native.distWorldSize() < 2) return super.forward(x);
-    this.checkInput(x);
+    this.startForward(x);
     return F.syncBatchNorm(x, this.runningMean, this.runningVar, { weight: this.weight, bias: this.bias, momentum: this.momentum, eps: this.eps });
   }
 }
