@@ -363,8 +363,7 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
   });
   // distReducerDestroy(id): removes the hooks; a reducer already gone (destroyed, or dropped by distDestroy) is a no-op.
   def(env, exports, "distReducerDestroy", [](Args& a) { reducers.erase(a.integer(0, "reducer")); });
-  // distSyncBatchNorm(x, weight?, bias?, runningMean?, runningVar?, momentum, eps): training-mode BN over all ranks,
-  // batchNorm's arguments without `training`.
+  // distSyncBatchNorm(x, weight?, bias?, runningMean?, runningVar?, eps, momentum): training-mode BN over all ranks.
   def(env, exports, "distSyncBatchNorm", [](Args& a) {
     current(a);
     const at::Tensor& x = a.tensor(0, "input");
@@ -372,8 +371,8 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
     auto b = a.optTensor(2, "bias");
     auto rm = a.optTensor(3, "runningMean");
     auto rv = a.optTensor(4, "runningVar");
-    double momentum = a.num(5, "momentum");
-    double eps = a.num(6, "eps");
+    double eps = a.num(5, "eps");
+    double momentum = a.num(6, "momentum");
     if (x.dim() < 2 || x.numel() == 0) a.typeError("input", "a non-empty tensor of shape (N, C, ...)");
     if (!at::isFloatingType(x.scalar_type())) a.typeError("input", "a floating-point tensor");
     const int64_t C = x.size(1);

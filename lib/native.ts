@@ -53,10 +53,11 @@ const method = <F extends Signature>(...args: ArgNames<Parameters<F>>): Op<F, tr
  * and a TypeScript table needs no build step and cannot go stale; tsc checks each row's names
  * against its signature, and the test checks them against the addon.
  *
- * Arguments follow the order of the libtorch function a row wraps (at::batch_norm's: input,
- * weight, bias, running_mean, running_var, training, momentum, eps), so the C++ side is a straight
- * pass-through; functions of our own follow their nearest libtorch sibling; creation functions
- * end with dtype and device.
+ * Arguments follow the order of the libtorch function a row wraps, so the C++ side is a straight
+ * pass-through: batchNorm is at::batch_norm's (input, weight, bias, running_mean, running_var,
+ * training, momentum, eps), distSyncBatchNorm torch's SyncBatchNorm function's (input, weight,
+ * bias, running_mean, running_var, eps, momentum); creation functions end with dtype and device,
+ * as at::TensorOptions does. torch.nn.functional's own orders belong to lib/nn/functional.ts.
  *
  * Adding a native function is one step on each side:
  *   1. C++: `def(env, exports, "name", [](Args& a) { ... a.tensor(0, "self") ... });` in the cpp
@@ -293,8 +294,8 @@ export const OPS = {
   distReducerFinish: fn<(reducer: number) => number>('reducer'),
   distReducerBuckets: fn<(reducer: number) => number[]>('reducer'),
   distReducerDestroy: fn<(reducer: number) => void>('reducer'),
-  /** Training-mode batch norm with statistics over all ranks: batchNorm's arguments without `training`. */
-  distSyncBatchNorm: fn<(input: H, weight: Opt<H>, bias: Opt<H>, runningMean: Opt<H>, runningVar: Opt<H>, momentum: number, eps: number) => H>('input', 'weight', 'bias', 'runningMean', 'runningVar', 'momentum', 'eps'),
+  /** Training-mode batch norm with statistics over all ranks, in the order of torch's SyncBatchNorm function. */
+  distSyncBatchNorm: fn<(input: H, weight: Opt<H>, bias: Opt<H>, runningMean: Opt<H>, runningVar: Opt<H>, eps: number, momentum: number) => H>('input', 'weight', 'bias', 'runningMean', 'runningVar', 'eps', 'momentum'),
 };
 
 /** The typed native functions, one per row of OPS. */

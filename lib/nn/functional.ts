@@ -36,7 +36,7 @@ export function syncBatchNorm(
   runningVar: Tensor | null,
   { weight, bias, momentum = 0.1, eps = 1e-5 }: { weight?: Tensor | null; bias?: Tensor | null; momentum?: number; eps?: number } = {},
 ): Tensor {
-  return new Tensor(native.distSyncBatchNorm(x.h, weight?.h, bias?.h, runningMean?.h, runningVar?.h, momentum, eps));
+  return new Tensor(native.distSyncBatchNorm(x.h, weight?.h, bias?.h, runningMean?.h, runningVar?.h, eps, momentum));
 }
 
 /** 2-D max pooling (stride defaults to the kernel size). */
