@@ -9,7 +9,8 @@
         "cpp/autograd.cc",
         "cpp/cuda.cc",
         "cpp/allocator.cc",
-        "cpp/distributed.cc"
+        "cpp/distributed.cc",
+        "cpp/share.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

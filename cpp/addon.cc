@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rts::registerAutograd(env, exports);
   rts::registerCuda(env, exports);
   rts::registerDistributed(env, exports);
+  rts::registerShare(env, exports);
   return exports;
 }
 

@@ -1,5 +1,5 @@
 // One small wrapper per libtorch op, no logic beyond argument reading. Each is a row of the op
-// table in lib/native.ts, which names its arguments in the order read here (test/op-table.test.ts
+// table in lib/native.ts, which names its arguments in the order read here (test/native.test.ts
 // checks it); in-place ops return their self by reference, so def() hands back the caller's handle.
 #include <ATen/ATen.h>
 

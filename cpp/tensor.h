@@ -136,5 +136,6 @@ void registerOps(Napi::Env env, Napi::Object exports);
 void registerAutograd(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);
 void registerDistributed(Napi::Env env, Napi::Object exports);
+void registerShare(Napi::Env env, Napi::Object exports);
 
 }  // namespace rts

@@ -46,7 +46,7 @@ const method = <F extends Signature>(...args: ArgNames<Parameters<F>>): Op<F, tr
  * The op table: every native function, declared once. Its rows give the typed signatures of
  * `native` (type Native), the Tensor methods (installed and typed from the `method` rows by
  * lib/tensor.ts: Tensor arguments as handles, handle results as Tensors, an op whose name ends in
- * `_` returns its receiver) and the argument names that test/op-table.test.ts checks against what
+ * `_` returns its receiver) and the argument names that test/native.test.ts checks against what
  * the C++ reads, position by position. A table written in TypeScript rather than generated code
  * (as tch-rs generates its shim from PyTorch's Declarations.yaml): we wrap a hundred-odd ops, many
  * with a little argument handling of their own that a generator would need escape hatches for,
@@ -296,6 +296,12 @@ export const OPS = {
   distReducerDestroy: fn<(reducer: number) => void>('reducer'),
   /** Training-mode batch norm with statistics over all ranks, in the order of torch's SyncBatchNorm function. */
   distSyncBatchNorm: fn<(input: H, weight: Opt<H>, bias: Opt<H>, runningMean: Opt<H>, runningVar: Opt<H>, eps: number, momentum: number) => H>('input', 'weight', 'bias', 'runningMean', 'runningVar', 'eps', 'momentum'),
+
+  // ---- tensors handed between JS threads without a copy (cpp/share.cc) ----
+  shareTensors: fn<(tensors: readonly H[]) => number>('tensors'),
+  adoptTensors: fn<(token: number) => H[]>('token'),
+  dropShared: fn<(token: number) => boolean>('token'),
+  sharedCount: fn<() => number>(),
 };
 
 /** The typed native functions, one per row of OPS. */

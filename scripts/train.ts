@@ -136,7 +136,7 @@ function loadData(f: Flags): Datasets {
       const testDir = existsSync(join(f.data, 'val')) ? join(f.data, 'val') : existsSync(join(f.data, 'test')) ? join(f.data, 'test') : trainDir;
       const stored = Math.round(f.imageSize / 0.875);
       const tr = data.folderSource(trainDir, stored);
-      const te = data.folderSource(testDir, stored);
+      const te = data.folderSource(testDir, stored, { sameClassesAs: { dir: trainDir, classes: tr.classes } });
       const lim = (s: BatchSource, n?: number): BatchSource => (n && n < s.length ? { length: n, load: (i) => s.load(i) } : s);
       return { train: lim(tr, f.limitTrain), test: lim(te, f.limitTest), classes: tr.classes.length, channels: 3, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], size: f.imageSize };
     }

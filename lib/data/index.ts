@@ -7,6 +7,6 @@ export * from './transforms.ts';
 export { Rng, permutation } from './rng.ts';
 export { DataLoader, arraySource, type Batch, type BatchSource, type LoaderOptions, type LoadedBatch } from './loader.ts';
 export { folderSource } from './folder-source.ts';
-export { listImageFolder, findClasses, walkImages, decodeImage, isImageFile, IMG_EXTENSIONS, type DecodedImage, type ImageFolderListing } from './image-folder.ts';
+export { listImageFolder, findClasses, checkSameClasses, walkImages, decodeImage, isImageFile, IMG_EXTENSIONS, type DecodedImage, type ImageFolderListing } from './image-folder.ts';
 export { DecodeQueue, type DecodeResult } from './decode-queue.ts';
 export * as imagenet from './imagenet.ts';

@@ -1,4 +1,4 @@
-// models: the ImageNet and CIFAR families as factory functions, their blocks, the registry and summary().
+// models: the ImageNet and CIFAR families as factory functions, their blocks, the registry, pretrained weights and summary().
 export {
   ResNet, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
   wide_resnet50_2, wide_resnet101_2, type ResNetOptions, type ResNetSpec,
@@ -8,5 +8,9 @@ export {
   preact_resnet110, preact_resnet164, preact_resnet1001, resnext29_8x64d, resnext29_16x64d, type CifarOptions, type CifarSpec,
 } from './cifar.ts';
 export { BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ZeroPadShortcut, type BlockOptions } from './blocks.ts';
-export { list, create, family, type ModelOptions } from './registry.ts';
+export { list, create, family, weights, type ModelOptions, type PretrainedOptions } from './registry.ts';
+export {
+  findWeights, weightsForFile, resolveWeights, readStateDict, loadPretrained, classifier,
+  type Weights, type WeightsSpec, type EvalTransforms, type ResolvedWeights, type FetchWeightsOptions,
+} from './weights.ts';
 export { summary, type Summary, type SummaryRow } from './summary.ts';
