@@ -10,6 +10,7 @@
         "cpp/cuda.cc",
         "cpp/allocator.cc",
         "cpp/distributed.cc",
+        "cpp/handles.cc",
         "cpp/share.cc"
       ],
       "include_dirs": [

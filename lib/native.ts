@@ -69,7 +69,7 @@ const method = <F extends Signature>(...args: ArgNames<Parameters<F>>): Op<F, tr
 export const OPS = {
   // ---- creation and copies (cpp/tensor.cc, cpp/ops.cc) ----
   fromBytes: fn<(data: TA, shape: Ints, dtype: DTypeCode) => H>('data', 'shape', 'dtype:dtype'),
-  fromStorage: fn<(data: TA, dtype: DTypeCode, size: Ints, stride: Ints, storageOffset: number) => H>('data', 'dtype:dtype', 'size', 'stride', 'storageOffset'),
+  fromStorage: fn<(storage: H, size: Ints, stride: Ints, storageOffset: number) => H>('storage', 'size', 'stride', 'storageOffset'),
   fromFile: fn<(path: string, byteOffset: number, shape: Ints, dtype: DTypeCode) => H>('path', 'byteOffset', 'shape', 'dtype:dtype'),
   toArray: fn<(self: H) => ArrayBufferView>('self'),
   toBytes: fn<(self: H) => Buffer>('self'),

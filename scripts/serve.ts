@@ -2,10 +2,8 @@
 //   npm run serve -- --model resnet50 --weights resnet50-11ad3fa6.pth --port 8080
 //   curl --data-binary @cat.jpg 'http://127.0.0.1:8080/v1/classify?k=5'
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { defaultResize } from '../lib/data/imagenet.ts';
 import { session } from '../lib/inference/index.ts';
 import { createClassifyServer } from '../lib/serve/index.ts';
-import type { Module } from '../lib/nn/module.ts';
 import type { Device } from '../lib/tensor.ts';
 import { float, int, positiveInt } from './cli.ts';
 import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
@@ -13,7 +11,7 @@ import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
 interface Options {
   model: string; weights: string; port: number; host: string; maxBatch: number; maxDelayMs: number; queue: number;
   device: string; amp?: 'bf16' | 'fp16'; maxBody: number; maxPixels: number; maxDecodedMb: number; threads?: number;
-  workers: number; resize?: number; crop: number;
+  workers: number; resize?: number; crop?: number;
 }
 
 /** A byte size: 20mb, 512k, 1.5MB or a plain number of bytes. */
@@ -25,17 +23,12 @@ function bytes(v: string): number {
   return n;
 }
 
-// The one place that turns --model/--weights into a loaded model: a registry weights NAME plugs in here.
-function loadModel(name: string, weights: string, device: Device): { model: Module; numClasses: number; resize: number } {
-  const { model, numClasses } = loadClassifier(name, weights, device);
-  return { model, numClasses, resize: defaultResize(weights) };
-}
 
 async function main(): Promise<void> {
   const program = new Command('serve')
     .description('Serve an ImageNet classifier over HTTP: POST /v1/classify (image body or multipart form), GET / (page), /healthz, /metrics.')
     .requiredOption('--model <name>', 'registry model name, e.g. resnet50')
-    .requiredOption('--weights <file>', '.pth or .safetensors state dict')
+    .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V2, DEFAULT), a .pth/.safetensors file or a URL')
     .option('--port <n>', 'TCP port (0 picks a free one)', int(0), 8080)
     .option('--host <addr>', 'address to bind; 127.0.0.1 keeps the server local', '127.0.0.1')
     .option('--max-batch <n>', 'largest batch one forward sees', positiveInt, 32)
@@ -48,16 +41,18 @@ async function main(): Promise<void> {
     .option('--max-decoded-mb <n>', 'decoded images held at once, in MiB, before requests get 503', positiveInt, 1024)
     .option('--threads <n>', 'libtorch threads of each inference worker (default: all cores)', positiveInt)
     .option('--workers <n>', 'inference workers (batches run concurrently)', positiveInt, 1)
-    .option('--resize <n>', 'shorter side before the crop (default 256; 232 for torchvision V2 weights)', positiveInt)
-    .option('--crop <n>', 'center crop size', positiveInt, 224)
+    .option('--resize <n>', "shorter side before the crop (default: the weights' eval preset, else 256)", positiveInt)
+    .option('--crop <n>', "center crop size (default: the weights' eval preset, else 224)", positiveInt)
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .showHelpAfterError();
   program.parse(process.argv);
   const o = program.opts<Options>();
   try {
     const device = checkDevice(o.device);
-    const { model, numClasses, resize } = loadModel(o.model, o.weights, device);
-    const s = await session(model, { device, threads: o.threads, maxBatch: o.maxBatch, workers: o.workers, amp: o.amp, resize: o.resize ?? resize, crop: o.crop });
+    const { model, numClasses, resize, crop, categories } = await loadClassifier(o.model, o.weights, device);
+    const s = await session(model, {
+      device, threads: o.threads, maxBatch: o.maxBatch, workers: o.workers, amp: o.amp, resize: o.resize ?? resize, crop: o.crop ?? crop, categories,
+    });
     const server = createClassifyServer({
       session: s, model: o.model, numClasses, maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, queue: o.queue,
       maxBody: o.maxBody, maxPixels: o.maxPixels, maxDecodedBytes: o.maxDecodedMb * 2 ** 20,

@@ -137,7 +137,7 @@ export class InferenceSession {
     const names = this.labels(r.classes);
     return list.map((_, i) => Array.from({ length: r.k }, (_, j) => {
       const index = r.indices[i * r.k + j]!;
-      return { index, wnid: r.classes === 1000 && !this.categories ? imagenet.IMAGENET_WNIDS[index]! : null, label: names[index] ?? `class ${index}`, probability: r.probabilities[i * r.k + j]! };
+      return { index, wnid: r.classes === 1000 && names === imagenet.IMAGENET_CATEGORIES ? imagenet.IMAGENET_WNIDS[index]! : null, label: names[index] ?? `class ${index}`, probability: r.probabilities[i * r.k + j]! };
     }));
   }
 

@@ -1,10 +1,11 @@
 // The .safetensors format (8-byte little-endian header length, a JSON header, then raw little-endian
 // tensor bytes), read with every header field checked before any tensor memory is allocated, and
 // written atomically in the layout of the reference implementation (huggingface/safetensors).
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, readSync, writeSync } from 'node:fs';
 import { native } from '../native.ts';
 import { Tensor, dtypeOf, type DType } from '../tensor.ts';
 import { writeAtomically } from './atomic.ts';
+import { openRegular } from './open.ts';
 
 /** One tensor's entry in a safetensors header. */
 export interface SafetensorsEntry {
@@ -58,11 +59,9 @@ function readExactly(fd: number, buf: Buffer, position: number): void {
 /** Reads and validates the header of a .safetensors file without touching the tensor data. */
 export function readSafetensorsHeader(path: string): SafetensorsHeader {
   if (typeof path !== 'string') throw new TypeError(`safetensors: path must be a string; got ${typeof path}`);
-  const fd = openSync(path, 'r');
+  const { fd, size: fileSize } = openRegular(path, 'safetensors');
   let json: Buffer;
-  let fileSize: number;
   try {
-    fileSize = fstatSync(fd).size;
     if (fileSize < 8) fail(path, `file of ${fileSize} bytes is too short for the 8-byte header length`);
     const lenBuf = Buffer.alloc(8);
     readExactly(fd, lenBuf, 0);

@@ -2,8 +2,9 @@
 // stored entries read at their offsets with the CRC checked. Hand-written because loadPth is
 // synchronous (yauzl is callback-only) and a state dict's storages should be read one at a time
 // rather than the whole archive loaded into memory; every offset is bounds-checked against the file.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
+import { openRegular } from './open.ts';
 
 /** One file in the archive's central directory. */
 export interface ZipEntry {
@@ -24,15 +25,15 @@ const LOCAL = 0x04034b50;
 /** An open zip archive; close() it when done. */
 export class ZipReader {
   readonly entries = new Map<string, ZipEntry>();
+  /** The archive's size in bytes. */
+  readonly size: number;
   private readonly fd: number;
-  private readonly size: number;
   private readonly what: string;
 
   constructor(path: string, what = path) {
     this.what = what;
-    this.fd = openSync(path, 'r');
+    ({ fd: this.fd, size: this.size } = openRegular(path, 'zip'));
     try {
-      this.size = fstatSync(this.fd).size;
       this.readDirectory();
     } catch (err) {
       closeSync(this.fd);
