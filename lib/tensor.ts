@@ -21,10 +21,15 @@ export function dtypeOf(d: DType | undefined | null, what = 'dtype'): DTypeCode 
   return dtypeCode[d];
 }
 
+/** Whether d names a device ('cpu', 'cuda', 'cuda:N'). */
+export function isDevice(d: unknown): d is Device {
+  return typeof d === 'string' && /^(cpu|cuda(:\d+)?)$/.test(d);
+}
+
 /** Checks a device string ('cpu', 'cuda', 'cuda:N'). */
 export function deviceOf(d: Device | string | undefined | null): Device | undefined {
   if (d === undefined || d === null) return undefined;
-  if (typeof d !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(d)) throw new TypeError(`device must be 'cpu', 'cuda' or 'cuda:N'; got ${String(d)}`);
+  if (!isDevice(d)) throw new TypeError(`device must be 'cpu', 'cuda' or 'cuda:N'; got ${String(d)}`);
   return d as Device;
 }
 

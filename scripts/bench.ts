@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { positiveInt as int } from './cli.ts';
 import {
-  F, autocast, cuda, models, noGrad, ones, optim, randint, randn, setNumThreads, tidy, torchVersion,
-  type Device, type Tensor,
+  F, cuda, isDevice, models, noGrad, ones, optim, randint, randn, setNumThreads, tidy, torchVersion,
+  withAmp, type Device, type Tensor,
 } from '../lib/index.ts';
 
 interface Case {
@@ -49,7 +49,7 @@ const program = new Command('bench')
 program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 program.parse();
 const o = program.opts<{ quick: boolean; micro: boolean; device: string; rounds: number; threads: number; cases?: string; output: string }>();
-if (!/^(cpu|cuda(:\d+)?)$/.test(o.device)) {
+if (!isDevice(o.device)) {
   console.error(`error: option '--device <device>' must be cpu or cuda; got ${o.device}`);
   process.exit(2);
 }
@@ -141,7 +141,7 @@ function runOurs(c: Case): number[] {
     return c.channelsLast ? r.contiguous('channelsLast') : r;
   });
   const y = randint(0, 1000, [c.batch], { device: c.device });
-  const amp = <T>(fn: () => T): T => (c.amp ? autocast(fn, { dtype: 'bfloat16', device: onCuda ? 'cuda' : 'cpu' }) : fn());
+  const amp = <T>(fn: () => T): T => withAmp(c.amp, c.device, fn);
   let step: () => void;
   let opt: optim.SGD | undefined;
   if (c.kind === 'infer') {

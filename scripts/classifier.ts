@@ -8,16 +8,16 @@ import { IMAGENET_CATEGORIES } from '../lib/data/imagenet-classes.ts';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/data/imagenet.ts';
 import * as models from '../lib/models/index.ts';
 import type { Module } from '../lib/nn/module.ts';
-import type { Device } from '../lib/tensor.ts';
+import { isDevice, type Device } from '../lib/tensor.ts';
 
 /** A mistake in what the user asked for; the CLIs print its message and exit with code 2. */
 export class UsageError extends Error {}
 
 /** Checks a --device value and that CUDA is there when asked for. */
 export function checkDevice(device: string): Device {
-  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N; got ${device}`);
+  if (!isDevice(device)) throw new UsageError(`--device must be cpu, cuda or cuda:N; got ${device}`);
   if (device !== 'cpu' && !cuda.isAvailable()) throw new UsageError(`--device ${device}: CUDA is not available on this machine`);
-  return device as Device;
+  return device;
 }
 
 /** A classifier ready for evaluation, with what its weights say about inputs and outputs. */

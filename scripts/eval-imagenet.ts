@@ -10,11 +10,11 @@ import { MultiBar, Presets } from 'cli-progress';
 import { Command, Option } from 'commander';
 import { positiveInt } from './cli.ts';
 import { softmax } from '../lib/nn/functional.ts';
-import { cuda, torchVersion } from '../lib/device.ts';
+import { cuda, torchVersion, withAmp } from '../lib/device.ts';
 import { DecodeQueue } from '../lib/data/decode-queue.ts';
 import type { DecodedImage } from '../lib/data/image-folder.ts';
 import { evalBatch, listValidationSet, type EvalSet } from '../lib/data/imagenet.ts';
-import { autocast, noGrad, tidy, type Device, type Tensor } from '../lib/tensor.ts';
+import { noGrad, tidy, type Device, type Tensor } from '../lib/tensor.ts';
 import type { Module } from '../lib/nn/module.ts';
 import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
 
@@ -102,7 +102,7 @@ function launch(model: Module, images: DecodedImage[], o: Options & { device: De
     let x = evalBatch(images, { resize: o.resize, crop: o.crop, device: o.device });
     if (o.channelsLast) x = x.contiguous('channelsLast');
     const forward = (): Tensor => model.forward(x);
-    const logits = noGrad(() => (o.amp ? autocast(forward, { dtype: o.amp === 'bf16' ? 'bfloat16' : 'float16', device: o.device === 'cpu' ? 'cpu' : 'cuda' }) : forward())).float();
+    const logits = noGrad(() => withAmp(o.amp, o.device, forward)).float();
     const { indices } = logits.topk(k, 1);
     return { indices, scores: o.savePredictions ? softmax(logits, 1).gather(1, indices) : undefined };
   });

@@ -9,6 +9,7 @@ import { Linear } from '../nn/layers.ts';
 import type { Module } from '../nn/module.ts';
 import { dispose, type Tensor } from '../tensor.ts';
 import { WEIGHTS_TABLE } from './weights-table.ts';
+import { remapLegacyKeys } from './densenet.ts';
 
 /** torchvision's eval preset (ImageClassification): resize the shorter side, centre-crop, normalize. */
 export interface EvalTransforms {
@@ -96,21 +97,14 @@ export async function resolveWeights(model: string, spec: WeightsSpec, o: FetchW
   throw new Error(`${model}: weights '${spec}' are neither a file nor one of its published weights (${names.length ? [...names, 'DEFAULT'].join(', ') : 'it has none'})`);
 }
 
-// torchvision's DenseNet files predate its module names: 'denselayer1.norm.1.weight' is now 'denselayer1.norm1.weight'
-// (densenet.py's _load_state_dict); every other model's keys are left alone.
-const OLD_DENSENET_KEY = /^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$/;
-
 /** Reads a state dict (.safetensors by extension, else torch.save's .pth) with torchvision's key fixes and DDP's 'module.' prefix dropped. */
 export function readStateDict(path: string): Record<string, Tensor> {
   const sd = path.toLowerCase().endsWith('.safetensors') ? loadSafetensors(path) : loadPth(path);
   const keys = Object.keys(sd);
   const ddp = keys.length > 0 && keys.every((k) => k.startsWith('module.'));
   const out: Record<string, Tensor> = {};
-  for (const k of keys) {
-    const key = ddp ? k.slice(7) : k;
-    out[key.replace(OLD_DENSENET_KEY, '$1$2')] = sd[k]!;
-  }
-  return out;
+  for (const k of keys) out[ddp ? k.slice(7) : k] = sd[k]!;
+  return remapLegacyKeys(out);
 }
 
 /** A model's classifier: its last Linear module, with the module's dotted path ('fc' in ResNets). */
