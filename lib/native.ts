@@ -302,6 +302,16 @@ export const OPS = {
   adoptTensors: fn<(token: number) => H[]>('token'),
   dropShared: fn<(token: number) => boolean>('token'),
   sharedCount: fn<() => number>(),
+
+  // ---- oneDNN fused inference (cpp/fused.cc) and the large-block CPU cache (cpp/cpu_cache.cc) ----
+  fusedAvailable: fn<() => boolean>(),
+  fusedBf16Supported: fn<() => boolean>(),
+  convPack: fn<(weight: H, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints) => H>('weight', 'padding', 'stride', 'dilation', 'groups', 'inputSize'),
+  packedLayout: fn<(packed: H) => H>('packed'),
+  convFused: fn<(input: H, weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean) => H>('input', 'weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'relu'),
+  convFusedAdd: fn<(input: H, other: H, weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean) => H>('input', 'other', 'weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'relu'),
+  cpuCacheStats: fn<() => { cachedBytes: number; cachedBlocks: number; liveBlocks: number; hits: number; misses: number; limitBytes: number }>(),
+  cpuCacheEmpty: fn<() => void>(),
 };
 
 /** The typed native functions, one per row of OPS. */

@@ -15,11 +15,15 @@ const NEEDS_GROUP = /^dist(?!IsInitialized)/;
 const ANY_VALUE = new Set(['isHandle']);
 // Without CUDA these are stubs that read nothing.
 const STUB = native.cudaBuilt() ? /^$/ : /^cuda/;
+// Check the packed weight (which only convPack makes) before reading the rest: their later
+// positions are checked by test/inference-optimize.test.ts, which calls them with real arguments.
+const VALIDATES_EARLY = ['convFused', 'convFusedAdd'];
+const INCONCLUSIVE = 'stopped by its own check of a value before reading every argument';
 
 const POISON = Symbol('no reader accepts this');
 const made: Handle[] = [];
 const dummy = (): Handle => {
-  const h = native.zeros([1]);
+  const h = native.zeros([1, 1, 1, 1]);
   made.push(h);
   return h;
 };
@@ -47,11 +51,14 @@ function check(name: string, args: readonly string[]): string[] {
   const values: unknown[] = names.map(() => POISON);
   const asked = new Map<string, string>();
   const f = native[name as keyof typeof OPS] as (...a: unknown[]) => unknown;
+  let threw = false;
   for (let round = 0; round <= 3 * names.length; round++) {
     let m: RegExpExecArray | null = null;
     try {
       f(...values);
+      threw = false;
     } catch (e) {
+      threw = true;
       m = e instanceof TypeError ? new RegExp(`^${name}: argument '(\\w+)' must be (.*)$`).exec(e.message) : null;
     }
     if (!m) break; // every argument read was accepted
@@ -64,7 +71,9 @@ function check(name: string, args: readonly string[]): string[] {
     if (v === undefined) return []; // the op's own check of a value: everything before it was read
     values[at] = v;
   }
-  return names.filter((_, i) => values[i] === POISON).map((n) => `the C++ never reads '${n}'`);
+  const unread = names.filter((_, i) => values[i] === POISON);
+  if (unread.length && threw) return [INCONCLUSIVE];
+  return unread.map((n) => `the C++ never reads '${n}'`);
 }
 
 test('every native function is a row of the op table, and every row is in the addon', () => {
@@ -78,11 +87,14 @@ test('each row names the arguments in the order the C++ reads them', () => {
   const threads = native.getNumThreads();
   const rng = native.rngState();
   const problems: string[] = [];
+  const early: string[] = [];
   let checked = 0;
   try {
     for (const [name, op] of Object.entries(OPS)) {
       if (!op.args.length || NEEDS_GROUP.test(name) || ANY_VALUE.has(name) || STUB.test(name)) continue;
-      problems.push(...check(name, op.args).map((p) => `${name}: ${p}`));
+      const found = check(name, op.args);
+      if (found[0] === INCONCLUSIVE) early.push(name);
+      else problems.push(...found.map((p) => `${name}: ${p}`));
       checked++;
     }
   } finally {
@@ -93,6 +105,7 @@ test('each row names the arguments in the order the C++ reads them', () => {
     for (const h of made.splice(0)) native.dispose(h);
   }
   assert.equal(problems, []);
+  assert.equal(early, VALIDATES_EARLY, 'rows whose later arguments went unchecked');
   assert.ok(checked > 120, `only ${checked} rows checked`);
 });
 
