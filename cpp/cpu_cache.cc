@@ -163,6 +163,12 @@ void installCpuCache() {
   if (c10::GetCPUAllocator() != cache) c10::SetAllocator(c10::DeviceType::CPU, cache, /*priority=*/2);
 }
 
+// Called when a JS environment (a Worker) is torn down: the blocks its tensors held go back to the system
+// rather than staying cached for a thread that is gone.
+void emptyCpuCache() {
+  if (cache) cache->empty();
+}
+
 void registerCpuCache(Napi::Env env, Napi::Object exports) {
   def(env, exports, "cpuCacheStats", [](Args& a) -> Napi::Value {
     auto s = cache->stats();

@@ -143,6 +143,7 @@ void registerDistributed(Napi::Env env, Napi::Object exports);
 void registerShare(Napi::Env env, Napi::Object exports);
 void registerFused(Napi::Env env, Napi::Object exports);
 void installCpuCache();
+void emptyCpuCache();
 void registerCpuCache(Napi::Env env, Napi::Object exports);
 
 }  // namespace rts

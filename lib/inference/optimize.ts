@@ -27,8 +27,11 @@ const AMP: Record<string, ComputeDType> = { bf16: 'bfloat16', fp16: 'float16' };
 /** Folded tensors by the fused network's state-dict key, filled while the spec is built. */
 type Sink = Record<string, Tensor>;
 
+/** A model optimize() has no fused form for (the session then runs the model as it is). */
+export class UnsupportedModelError extends Error {}
+
 function unsupported(what: string): Error {
-  return new Error(`inference.optimize: ${what}; supported are the registry's ResNet/ResNeXt/Wide ResNet (ImageNet) and CIFAR models, post- or pre-activation`);
+  return new UnsupportedModelError(`inference.optimize: ${what}; supported are the registry's ResNet/ResNeXt/Wide ResNet (ImageNet) and CIFAR models, post- or pre-activation`);
 }
 
 function childOrNull(m: Module, name: string): Module | null {
