@@ -1,8 +1,7 @@
 // The only place the addon is touched: loads it once and gives every native function a type.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon } from './addon.ts';
+import { CudaOutOfMemoryError } from './cuda-error.ts';
 
 /** An opaque native tensor handle (a BigInt naming one at::Tensor in the addon's table). */
 export interface Handle {
@@ -199,15 +198,25 @@ export interface Native {
   distReducerBuckets(id: number): number[];
   distReducerDestroy(id: number): void;
   distSyncBatchNorm(x: H, weight: Opt<H>, bias: Opt<H>, runningMean: Opt<H>, runningVar: Opt<H>, eps: number, momentum: number): H;
+  // build branch: cuDNN/TF32 switches, CUDA out-of-memory errors, CUDA graphs (cpp/cuda.cc)
+  cudnnBenchmark(): boolean;
+  setAllowTF32(cudnn: boolean, cublas: boolean): void;
+  allowTF32(): [boolean, boolean];
+  cudaSetErrorClass(ctor: new (message: string) => Error): void;
+  cudaGraphNew(keepGraph: boolean): number;
+  cudaGraphCapture(graph: number, fn: () => void, pool: Opt<readonly [number, number]>, captureMode: string): void;
+  cudaGraphReplay(graph: number): void;
+  cudaGraphReset(graph: number): void;
+  cudaGraphPool(graph: number): [number, number];
+  cudaGraphDispose(graph: number): void;
+  cudaGraphPoolHandle(): [number, number];
+  cudaWarmup(fn: (i: number) => void, iters: number): void;
 }
 
 function load(): Native {
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  const path = join(root, 'build', 'Release', 'resnet_ts.node');
-  if (!existsSync(path)) {
-    throw new Error(`resnet-ts: the native addon is not built (${path} is missing). Run: bash scripts/setup.sh (or npm run build)`);
-  }
-  return createRequire(import.meta.url)(path) as Native;
+  const addon = loadAddon<Native>(createRequire(import.meta.url));
+  addon.cudaSetErrorClass(CudaOutOfMemoryError);
+  return addon;
 }
 
 /** The loaded addon. */
