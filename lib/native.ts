@@ -20,7 +20,7 @@ export interface Native {
   fromStorage(data: TA, dtype: number, size: Ints, stride: Ints, storageOffset: number): H;
   fromFile(path: string, byteOffset: number, shape: Ints, dtype: number): H;
   toArray(t: H): ArrayBufferView;
-  toBytes(t: H): Buffer;
+  toBytes(t: H): Uint8Array;
   item(t: H): number | boolean;
   zeros(shape: Ints, dtype?: Opt<number>, device?: Opt<string>): H;
   ones(shape: Ints, dtype?: Opt<number>, device?: Opt<string>): H;

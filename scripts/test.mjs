@@ -66,7 +66,7 @@ async function cudaVariant() {
   const py = prefix && join(prefix, '..', '..', '..', '..', 'bin', 'python');
   if (py && existsSync(py)) env.TORCH_PYTHON = py;
   console.log(`CUDA variant: running ${CUDA_SUITE.join(', ')} against it`);
-  const r = await suite(`(${CUDA_SUITE.join('|')})\\.test\\.ts$`, env);
+  const r = await suite(`^(${CUDA_SUITE.join('|')})\\.test\\.ts$`, env);
   if (!linked) r.failed++;
   console.log(`CUDA variant: ${line(r)}`);
   return r;

@@ -15,7 +15,7 @@ export interface DistEnv {
 }
 
 /** Reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; null when not launched distributed. */
-export function envFromTorchrun(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
+export function envFromTorchrun(env: Record<string, string | undefined> = process.env): DistEnv | null {
   if (env.WORLD_SIZE === undefined || env.RANK === undefined) return null;
   const num = (k: string, dflt?: number): number => {
     const v = env[k] ?? (dflt === undefined ? undefined : String(dflt));

@@ -204,7 +204,7 @@ export function saveSafetensors(path: string, record: Record<string, Tensor>, me
   });
 }
 
-function writeAll(fd: number, buf: Buffer): void {
+function writeAll(fd: number, buf: Uint8Array): void {
   let done = 0;
   while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done);
 }
