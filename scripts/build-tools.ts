@@ -21,6 +21,8 @@ export interface Libtorch {
 /** scripts/libtorch.mjs, scripts/torch-env.mjs and scripts/build-addon.mjs. */
 export interface BuildTools {
   findLibtorch(o?: { env?: NodeJS.ProcessEnv }): Libtorch;
+  findCudaHeaders(t: Libtorch, o?: { env?: NodeJS.ProcessEnv; prefixes?: string[] | null }): NonNullable<Libtorch['cudaHeaders']>;
+  torchInVenv(venv: string): string | null;
   describe(t: Libtorch): string;
   ensureTorchEnv(kind: 'cpu' | 'cuda', o?: { python?: string }): string;
   selectEnv(kind: 'cpu' | 'cuda'): void;

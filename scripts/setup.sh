@@ -67,8 +67,8 @@ if [ ! -e dist/lib/index.js ] || [ -n "$(find lib scripts tsconfig.json tsconfig
   touch dist/lib/index.js
 fi
 
-# ---- the CUDA variant (--cuda) ----
-if [ "${1:-}" = --cuda ]; then
+# ---- the CUDA variant (--cuda; RESNET_TS_SKIP_CUDA=1 skips it where no CUDA torch can be installed) ----
+if [ "${1:-}" = --cuda ] && [ "${RESNET_TS_SKIP_CUDA:-0}" != 1 ]; then
   torch=$(node scripts/torch-env.mjs cuda)
   node scripts/build-addon.mjs --out build-cuda --libtorch "$torch" >/dev/null
 fi

@@ -49,6 +49,10 @@ const line = (r) => `${r.passed} passed, ${r.failed} failed${r.skipped ? `, ${r.
 // The CUDA variant: links libtorch_cuda and c10_cuda (readelf), loads and says so, and passes CUDA_SUITE.
 async function cudaVariant() {
   const addon = join(root, 'build-cuda', 'build', 'Release', 'resnet_ts.node');
+  if (process.env.RESNET_TS_SKIP_CUDA === '1') {
+    console.log('CUDA variant: skipped (RESNET_TS_SKIP_CUDA=1)');
+    return null;
+  }
   if (!existsSync(addon)) {
     console.log('CUDA variant: build-cuda/ not built (bash scripts/setup.sh --cuda builds it); skipped');
     return null;

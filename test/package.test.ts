@@ -125,6 +125,16 @@ test('(b) CommonJS: node app.cjs (require of the ESM package) gets the same top-
   assert.equal(lastJson<{ top5: number[] }>(r).top5, reference);
 });
 
+test('(a, b) on every other Node in RESNET_TS_TEST_NODES (colon-separated node binaries): ESM and require', () => {
+  for (const node of (process.env.RESNET_TS_TEST_NODES ?? '').split(delimiter).filter(Boolean)) {
+    for (const f of ['app.mjs', 'app.cjs']) {
+      const out = ok(sh(node, [join(app, f), pth, image], app), `${node} ${f}`);
+      assert.equal(lastJson<{ top5: number[] }>(out).top5, reference, `${node} ${f}`);
+    }
+    console.log(`  ${ok(sh(node, ['--version'], app), node).trim()}: ESM import and require give torchvision's top-5`);
+  }
+});
+
 test('(c) tsc --noEmit under tsc --init defaults (strict, nodenext, no skipLibCheck, no @types/node), CJS and ESM', () => {
   ok(sh(process.execPath, [tsc, '--init'], app), 'tsc --init');
   const config = readFileSync(join(app, 'tsconfig.json'), 'utf8');
