@@ -6,7 +6,9 @@
 // the CUDA-only checks report "skipped: needs CUDA").
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { backends, cuda, CUDAGraph, CudaOutOfMemoryError, cudaWarmup, torchVersion } from '../../lib/index.ts';
+// Module by module, not lib/index.ts: the GPU machine gets no node_modules beyond the build's (no sharp).
+import { backends, CUDAGraph, CudaOutOfMemoryError, cudaWarmup } from '../../lib/cuda.ts';
+import { cuda, torchVersion } from '../../lib/device.ts';
 import { arange, empty, manualSeed, randint, randn } from '../../lib/creation.ts';
 import { crossEntropy } from '../../lib/nn/functional.ts';
 import { autocast, keep, memory, noGrad, tidy, type Device, type Tensor } from '../../lib/tensor.ts';
