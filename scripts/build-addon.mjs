@@ -143,7 +143,7 @@ function main() {
   };
   const install = args.includes('--install');
   try {
-    buildAddon({ out: opt('--out') ?? 'build', libtorch: opt('--libtorch'), cache: !args.includes('--no-cache') });
+    buildAddon({ out: opt('--out') ?? 'build', libtorch: opt('--libtorch'), cache: !args.includes('--no-cache') && process.env.RESNET_TS_BUILD_CACHE !== '0' });
   } catch (e) {
     if (install && e.code === 'RESNET_TS_NO_LIBTORCH') {
       rmSync(addonOutput('build'), { force: true });

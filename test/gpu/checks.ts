@@ -22,9 +22,12 @@ const jsonPath = args[args.indexOf('--json') + 1] ?? 'gpu.json';
 const deadline = args.includes('--deadline') ? Number(args[args.indexOf('--deadline') + 1]) : Date.now() + 480_000;
 
 // fp32 on the GPU against fp32 on the CPU, TF32 off: max |gpu - cpu| / max |cpu|. bf16 autocast against the
-// same fp32 reference: bf16 keeps 8 bits of mantissa, so deep nets drift by a few per cent of the output range.
+// same fp32 reference: bf16 keeps 8 bits of mantissa, so deep nets drift by a few per cent of the output
+// range (CPU bf16 autocast against CPU fp32, measured here: 0.3 % to 2.4 %); a broken kernel is off by ~100 %.
 const FP32_TOL = 1e-3;
-const BF16_TOL = 0.05;
+const BF16_TOL = 0.1;
+// RESNET_TS_GPU_MODELS=a,b limits the zoo check (quick runs of this file on a CPU).
+const ZOO = process.env.RESNET_TS_GPU_MODELS?.split(',') ?? models.list();
 
 interface Result { name: string; ok: boolean | null; seconds: number; [k: string]: unknown }
 const results: Result[] = [];
@@ -80,25 +83,32 @@ function perturbNorms(m: models.ResNet | ReturnType<typeof models.create>): void
   });
 }
 
-await check('every zoo model: device fp32 vs CPU fp32 (1e-3) and bf16 autocast vs CPU fp32 (5e-2)', false, () => {
+await check(`every zoo model: device fp32 vs CPU fp32 (${FP32_TOL}) and bf16 autocast vs CPU fp32 (${BF16_TOL})`, false, () => {
   backends.cudnn.allowTF32 = false;
   backends.cuda.matmul.allowTF32 = false;
-  const rows: Record<string, { fp32: number; bf16: number }> = {};
+  const rows: Record<string, { mode: string; fp32: number; bf16: number }> = {};
   const bad: string[] = [];
-  for (const name of models.list()) {
-    if (Date.now() > deadline) throw new Error(`out of time after ${Object.keys(rows).length} models`);
+  for (const name of ZOO) {
+    if (Date.now() > deadline) throw new Error(`out of time after ${Object.keys(rows).length} models: ${JSON.stringify(rows)}`);
     manualSeed(0);
     const m = models.create(name);
     perturbNorms(m);
     m.eval();
     tidy(() => {
       const x = randn(models.family(name) === 'imagenet' ? [2, 3, 224, 224] : [4, 3, 32, 32]);
-      const ref = noGrad(() => m.forward(x));
+      let ref = noGrad(() => m.forward(x));
+      // Random weights through a thousand blocks overflow without normalisation (resnet1202, preact_resnet1001):
+      // those compare in train mode, with batch statistics, which keep every layer's output in range.
+      const finite = (t: Tensor): boolean => Number.isFinite(t.abs().max().item()); // max propagates NaN
+      if (!finite(ref)) {
+        m.train();
+        ref = noGrad(() => m.forward(x));
+      }
       m.to(DEV);
       const xd = x.to(DEV);
       const fp32 = relErr(noGrad(() => m.forward(xd)), ref);
       const bf16 = relErr(noGrad(() => autocast(() => m.forward(xd), { dtype: 'bfloat16', device: onCuda ? 'cuda' : 'cpu' })), ref);
-      rows[name] = { fp32, bf16 };
+      rows[name] = { mode: m.training ? 'train' : 'eval', fp32, bf16 };
       if (!(fp32 <= FP32_TOL && bf16 <= BF16_TOL)) bad.push(`${name}: fp32 ${fp32.toExponential(2)}, bf16 ${bf16.toExponential(2)}`);
     });
     m.dispose();
@@ -180,8 +190,9 @@ await check('CUDA graphs: side-stream warm-up, capture, replay on refilled input
   if (runs !== 3) throw new Error(`warm-up ran ${runs} times`);
   let y: Tensor | undefined;
   let z: Tensor | undefined;
-  const g = new CUDAGraph().capture(() => void (y = keep(x.mul(2).add(1))));
-  const g2 = new CUDAGraph().capture(() => void (z = keep(y!.add(3))), { pool: g.pool() });
+  // tidy inside a capture frees the intermediates into the graph's pool, as Python's refcounting does.
+  const g = new CUDAGraph().capture(() => void (y = tidy(() => x.mul(2).add(1))));
+  const g2 = new CUDAGraph().capture(() => void (z = tidy(() => y!.add(3))), { pool: g.pool() });
   const diffs: number[] = [];
   for (const start of [0, 100, -7]) {
     tidy(() => x.copy_(arange(start, start + 4096, 1, { device: DEV }).float()));
@@ -201,7 +212,7 @@ await check('CUDA graphs: side-stream warm-up, capture, replay on refilled input
   const xs = keep(randn([8, 3, 224, 224], { device: DEV }));
   cudaWarmup(() => tidy(() => void noGrad(() => m.forward(xs))), 3);
   let out: Tensor | undefined;
-  const gm = new CUDAGraph().capture(() => void (out = keep(noGrad(() => m.forward(xs)))));
+  const gm = new CUDAGraph().capture(() => void (out = tidy(() => noGrad(() => m.forward(xs)))));
   const fresh = keep(randn([8, 3, 224, 224], { device: DEV }));
   xs.copy_(fresh);
   gm.replay();
