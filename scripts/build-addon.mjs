@@ -92,12 +92,13 @@ export function addonOutput(out = 'build') {
 }
 
 /**
- * Builds (or copies from the cache) the addon against `libtorch` (a prefix; default: discovery) into
- * `out`; returns { addon, key, cached, libtorch }.
+ * Builds (or copies from the cache) the addon against `libtorch` (a prefix; default: discovery; `how`
+ * says where it was found) into `out`; returns { addon, key, cached, libtorch }.
  */
-export function buildAddon({ out = 'build', libtorch = null, cache = process.env.RESNET_TS_BUILD_CACHE !== '0', log = (m) => console.error(`[resnet-ts] ${m}`) } = {}) {
+export function buildAddon({ out = 'build', libtorch = null, how = null, cache = process.env.RESNET_TS_BUILD_CACHE !== '0', log = (m) => console.error(`[resnet-ts] ${m}`) } = {}) {
   const env = { ...process.env, ...(libtorch ? { LIBTORCH: libtorch } : {}) };
   const t = findLibtorch({ env });
+  if (how) t.how = how; // where the caller found `libtorch` (passed on as LIBTORCH)
   if (t.cudaHeaders?.error) throw new Error(t.cudaHeaders.error);
   // The gyp file asks libtorch.mjs six times; naming the prefix makes each answer instant and the same.
   env.LIBTORCH = t.prefix;
@@ -116,14 +117,15 @@ export function buildAddon({ out = 'build', libtorch = null, cache = process.env
   const stamp = join(cwd, 'build', 'resnet-ts-libtorch.json');
   // An incremental `node-gyp build` is enough when the Makefile is newer than binding.gyp and was made for this libtorch.
   const makefile = join(cwd, 'build', 'Makefile');
+  const made = JSON.stringify({ prefix: t.prefix, version: t.version, abi: t.abi, cudaHeaders: t.cudaHeaders?.includeDirs ?? null });
   const same = existsSync(makefile) && statSync(makefile).mtimeMs >= statSync(join(root, 'binding.gyp')).mtimeMs &&
-    (!existsSync(stamp) || readFileSync(stamp, 'utf8') === JSON.stringify(t));
+    (!existsSync(stamp) || readFileSync(stamp, 'utf8') === made);
   log(`${same ? 'building' : 'compiling'} the addon into ${relative(root, addon)} against ${describe(t)}`);
   const gyp = nodeGyp(env);
   const started = Date.now();
   const r = spawnSync(process.execPath, [gyp, same ? 'build' : 'rebuild', '-j', String(availableParallelism()), ...nodedirArgs(env)], { cwd, env, stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error(`node-gyp failed (exit ${r.status ?? r.signal}); see its output above`);
-  writeFileSync(stamp, JSON.stringify(t));
+  writeFileSync(stamp, made);
   // What the addon was built against, beside it (the CUDA variant of the test run reads it).
   writeFileSync(join(dirname(addon), 'libtorch.json'), JSON.stringify(t));
   log(`built in ${((Date.now() - started) / 1000).toFixed(0)} s`);

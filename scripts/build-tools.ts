@@ -29,7 +29,7 @@ export interface BuildTools {
   envDir(kind: 'cpu' | 'cuda'): string;
   cacheRoot(): string;
   managedEnvs(): string[];
-  buildAddon(o?: { out?: string; libtorch?: string | null; cache?: boolean }): { addon: string; key: string; cached: boolean; libtorch: Libtorch };
+  buildAddon(o?: { out?: string; libtorch?: string | null; how?: string | null; cache?: boolean }): { addon: string; key: string; cached: boolean; libtorch: Libtorch };
 }
 
 /** Loads the three helper modules. */

@@ -148,6 +148,11 @@ function pipCandidate(torchPrefix) {
 export function findCudaHeaders(t, { env = process.env, prefixes = null } = {}) {
   const want = t.cudaVersion;
   const looked = [];
+  // The pip wheels of libraries a toolkit does not ship (cuDNN, NCCL, cuSPARSELt) stay usable beside it.
+  const nv = join(dirname(t.prefix), 'nvidia');
+  const libraryDirs = existsSync(nv)
+    ? readdirSync(nv).map((d) => join(nv, d, 'include')).filter((d) => existsSync(d) && !existsSync(join(d, 'cuda_runtime.h')))
+    : [];
   const accept = (c) => {
     if (!c) return null;
     if (c.missing) { looked.push(c.missing); return null; }
@@ -155,6 +160,7 @@ export function findCudaHeaders(t, { env = process.env, prefixes = null } = {}) 
       looked.push(`${c.includeDirs[0]} (CUDA ${c.version} headers; torch was built for CUDA ${want})`);
       return null;
     }
+    if (c.from !== 'pip nvidia packages beside torch') c.includeDirs = [...c.includeDirs, ...libraryDirs];
     return c;
   };
   for (const k of ['CUDA_HOME', 'CUDA_PATH']) {

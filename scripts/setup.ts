@@ -40,16 +40,18 @@ try {
     }
   }
   let prefix: string;
+  let how: string;
   if (found && (!o.cuda || found.cuda || process.env.LIBTORCH)) {
-    prefix = found.prefix;
+    [prefix, how] = [found.prefix, found.how];
     log(`using ${tools.describe(found)}`);
   } else {
     const kind = o.cuda ? 'cuda' : 'cpu';
     prefix = tools.ensureTorchEnv(kind, { ...(o.python ? { python: o.python } : {}) });
+    how = `resnet-ts cache (${tools.envDir(kind)})`;
     tools.selectEnv(kind);
     log(`torch env ready: ${tools.envDir(kind)}`);
   }
-  const built = tools.buildAddon({ libtorch: prefix });
+  const built = tools.buildAddon({ libtorch: prefix, how });
   const check = spawnSync(process.execPath, ['-e', `const a = require(${JSON.stringify(built.addon)}); console.log(a.torchVersion(), a.cudaBuilt())`], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`the addon was built but does not load:\n${check.stderr}`);
   const [torch, cuda] = check.stdout.trim().split(' ');

@@ -26,8 +26,10 @@ const deadline = args.includes('--deadline') ? Number(args[args.indexOf('--deadl
 // range (CPU bf16 autocast against CPU fp32, measured here: 0.3 % to 2.4 %); a broken kernel is off by ~100 %.
 const FP32_TOL = 1e-3;
 const BF16_TOL = 0.1;
-// RESNET_TS_GPU_MODELS=a,b limits the zoo check (quick runs of this file on a CPU).
-const ZOO = process.env.RESNET_TS_GPU_MODELS?.split(',') ?? models.list();
+// RESNET_TS_GPU_QUICK=1: two zoo models and 60 training steps, for running this file's logic on a CPU.
+const QUICK = process.env.RESNET_TS_GPU_QUICK === '1';
+const ZOO = QUICK ? ['resnet18', 'resnet20'] : models.list();
+const STEPS = QUICK ? { total: 60, at: 10, batch: 16 } : { total: 500, at: 50, batch: 128 };
 
 interface Result { name: string; ok: boolean | null; seconds: number; [k: string]: unknown }
 const results: Result[] = [];
@@ -157,20 +159,20 @@ await check('CUDA out-of-memory is a CudaOutOfMemoryError with requested/free by
   return { requestedBytes: huge.requestedBytes, freeBytes: huge.freeBytes, totalBytes: huge.totalBytes, heldBeforeFull: held, fullMessage: full.message.slice(0, 200) };
 });
 
-await check('device memory is flat over 500 training steps (resnet20, batch 128)', false, () => {
+await check(`device memory is flat over ${STEPS.total} training steps (resnet20, batch ${STEPS.batch})`, false, () => {
   manualSeed(0);
   const m = models.resnet20().to(DEV);
   const opt = new SGD(m.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 5e-4 });
   const used = (): number => (onCuda ? cuda.memory().allocated : memory().bytes);
   let at50 = { bytes: 0, tensors: 0, reserved: 0 };
-  for (let step = 1; step <= 500; step++) {
+  for (let step = 1; step <= STEPS.total; step++) {
     tidy(() => {
       opt.zeroGrad();
-      const loss = crossEntropy(m.forward(randn([128, 3, 32, 32], { device: DEV })), randint(0, 10, [128], { device: DEV }));
+      const loss = crossEntropy(m.forward(randn([STEPS.batch, 3, 32, 32], { device: DEV })), randint(0, 10, [STEPS.batch], { device: DEV }));
       loss.backward();
       opt.step();
     });
-    if (step === 50) {
+    if (step === STEPS.at) {
       if (onCuda) cuda.synchronize();
       at50 = { bytes: used(), tensors: memory().tensors, reserved: onCuda ? cuda.memory().reserved : 0 };
       cuda.resetPeak();
@@ -179,8 +181,8 @@ await check('device memory is flat over 500 training steps (resnet20, batch 128)
   if (onCuda) cuda.synchronize();
   const at500 = { bytes: used(), tensors: memory().tensors, reserved: onCuda ? cuda.memory().reserved : 0, peakAllocated: onCuda ? cuda.memory().peakAllocated : 0 };
   m.dispose();
-  if (at500.bytes !== at50.bytes || at500.tensors !== at50.tensors) throw new Error(`step 50 ${JSON.stringify(at50)} vs step 500 ${JSON.stringify(at500)}`);
-  return { step50: at50, step500: at500 };
+  if (at500.bytes !== at50.bytes || at500.tensors !== at50.tensors) throw new Error(`step ${STEPS.at} ${JSON.stringify(at50)} vs step ${STEPS.total} ${JSON.stringify(at500)}`);
+  return { [`step${STEPS.at}`]: at50, [`step${STEPS.total}`]: at500 };
 });
 
 await check('CUDA graphs: side-stream warm-up, capture, replay on refilled inputs, a shared pool, a captured resnet18 forward', true, () => {
