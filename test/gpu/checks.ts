@@ -219,7 +219,7 @@ await check('CUDA graphs: side-stream warm-up, capture, replay on refilled input
   xs.copy_(fresh);
   gm.replay();
   const eager = keep(noGrad(() => m.forward(fresh)));
-  const forwardDiff = relErr(out!, eager.to('cpu'));
+  const forwardDiff = tidy(() => relErr(out!, eager.to('cpu')));
   for (const t of [x, y!, z!, xs, fresh, out!, eager]) t.dispose();
   for (const graph of [g, g2, gm]) graph.dispose();
   m.dispose();
