@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, realpat
 import { availableParallelism } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, findLibtorch } from './libtorch.mjs';
+import { buildFlags, describe, findLibtorch } from './libtorch.mjs';
 import { cacheRoot } from './torch-env.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -57,7 +57,8 @@ function compilerId() {
 /** The cache key of a build: what goes into the compiled addon. */
 export function buildKey(t) {
   const h = createHash('sha256');
-  const files = ['binding.gyp', 'scripts/libtorch.mjs', ...readdirSync(join(root, 'cpp')).sort().map((f) => `cpp/${f}`)];
+  // libtorch.mjs enters through the flags it computes, so editing it without changing them keeps the cache.
+  const files = ['binding.gyp', ...readdirSync(join(root, 'cpp')).sort().map((f) => `cpp/${f}`)];
   for (const f of files) h.update(`${f}\0`).update(readFileSync(join(root, f))).update('\0');
   let addonApi = 'none';
   try {
@@ -66,9 +67,9 @@ export function buildKey(t) {
     // the build itself reports a missing node-addon-api
   }
   h.update(JSON.stringify({
-    prefix: t.prefix, version: t.version, abi: t.abi, cuda: t.cuda, cudaHeaders: t.cudaHeaders?.includeDirs ?? null,
+    prefix: t.prefix, version: t.version, flags: buildFlags(t),
     node: process.versions.modules, napi: process.versions.napi, platform: process.platform, arch: process.arch,
-    compiler: compilerId(), addonApi, flags: [process.env.CXXFLAGS, process.env.CFLAGS, process.env.LDFLAGS],
+    compiler: compilerId(), addonApi, env: [process.env.CXXFLAGS, process.env.CFLAGS, process.env.LDFLAGS],
   }));
   return h.digest('hex').slice(0, 24);
 }
@@ -123,7 +124,7 @@ export function buildAddon({ out = 'build', libtorch = null, how = null, cache =
   log(`${same ? 'building' : 'compiling'} the addon into ${relative(root, addon)} against ${describe(t)}`);
   const gyp = nodeGyp(env);
   const started = Date.now();
-  const r = spawnSync(process.execPath, [gyp, same ? 'build' : 'rebuild', '-j', String(availableParallelism()), ...nodedirArgs(env)], { cwd, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync(process.execPath, [gyp, same ? 'build' : 'rebuild', '-j', String(availableParallelism()), '--loglevel=warn', ...nodedirArgs(env)], { cwd, env, stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error(`node-gyp failed (exit ${r.status ?? r.signal}); see its output above`);
   writeFileSync(stamp, made);
   // What the addon was built against, beside it (the CUDA variant of the test run reads it).

@@ -244,6 +244,22 @@ export function describe(t) {
   return `libtorch ${t.version} from ${t.how} at ${t.prefix}; C++11 ABI=${t.abi}; ${cuda}`;
 }
 
+/** The compiler and linker flags binding.gyp asks for (also the libtorch part of the addon's build key). */
+export function buildFlags(t) {
+  if (t.cudaHeaders?.error) throw new Error(t.cudaHeaders.error);
+  const cudaInc = t.cuda ? t.cudaHeaders.includeDirs : [];
+  return {
+    include: [...t.includeDirs, ...cudaInc.filter((d) => d !== '/usr/include')],
+    defines: [`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...(glooHeaders(t) ? ['USE_C10D_GLOO', 'RESNET_TS_GLOO=1'] : ['RESNET_TS_GLOO=0'])],
+    libs: ['-ltorch', '-ltorch_cpu', '-lc10'],
+    ldflags: [
+      ...t.libDirs.map((d) => `-L${d} -Wl,-rpath,${d}`),
+      ...(t.cuda ? ['-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed'] : []),
+    ],
+    cuda: t.cuda ? 1 : 0,
+  };
+}
+
 function main() {
   const arg = process.argv[2] ?? '--json';
   let t;
@@ -254,24 +270,21 @@ function main() {
     process.exit(1);
   }
   const buildFlag = !['--json', '--describe', '--cuda'].includes(arg);
-  if (buildFlag && t.cudaHeaders?.error) {
-    console.error(t.cudaHeaders.error);
+  let f = null;
+  try {
+    f = buildFlag ? buildFlags(t) : null;
+  } catch (e) {
+    console.error(e.message);
     process.exit(1);
   }
-  const cudaInc = t.cuda ? t.cudaHeaders.includeDirs : [];
-  const libs = ['-ltorch', '-ltorch_cpu', '-lc10'];
   const out = {
     '--json': () => JSON.stringify(t, null, 2),
-    '--include': () => [...t.includeDirs, ...cudaInc.filter((d) => d !== '/usr/include')].join(' '),
+    '--include': () => f.include.join(' '),
     '--libdirs': () => t.libDirs.join(' '),
-    '--libs': () => libs.join(' '),
+    '--libs': () => f.libs.join(' '),
     '--cuda': () => (t.cuda ? '1' : '0'),
-    '--defines': () => [`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...(glooHeaders(t) ? ['USE_C10D_GLOO', 'RESNET_TS_GLOO=1'] : ['RESNET_TS_GLOO=0'])].join(' '),
-    '--ldflags': () =>
-      [
-        ...t.libDirs.map((d) => `-L${d} -Wl,-rpath,${d}`),
-        ...(t.cuda ? ['-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed'] : []),
-      ].join(' '),
+    '--defines': () => f.defines.join(' '),
+    '--ldflags': () => f.ldflags.join(' '),
     '--describe': () => describe(t),
   }[arg];
   if (!out) {

@@ -11,7 +11,7 @@
 #     into build-cuda/ (what CI links on every commit; no GPU needed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-log() { echo "[setup] $*" >&2; }
+log() { echo "[setup +${SECONDS}s] $*" >&2; }
 
 # ---- Debian packages ----
 missing=()
@@ -71,4 +71,5 @@ fi
 if [ "${1:-}" = --cuda ] && [ "${RESNET_TS_SKIP_CUDA:-0}" != 1 ]; then
   torch=$(node scripts/torch-env.mjs cuda)
   node scripts/build-addon.mjs --out build-cuda --libtorch "$torch" >/dev/null
+  log "CUDA variant ready: build-cuda/build/Release/resnet_ts.node"
 fi

@@ -135,7 +135,11 @@ export function ensureTorchEnv(kind, { python = process.env.PYTHON || 'python3',
     const b = TORCH_BUILDS[kind];
     log(`creating ${dir} (torch ${b.version}, ${b.tag}; about ${kind === 'cuda' ? '4.5 GB, a few minutes' : '1 GB, a minute'})`);
     rmSync(dir, { recursive: true, force: true });
-    run(python, ['-m', 'venv', dir], log);
+    try {
+      run(python, ['-m', 'venv', dir], log);
+    } catch (e) {
+      throw new Error(`${e.message}\n  ${python} needs the venv module (Debian: sudo apt-get install python3-venv), or set PYTHON to another Python 3`);
+    }
     const py = join(dir, 'bin', 'python');
     const pkgs = [b.spec, ...PURE_DEPS, ...(kind === 'cuda' ? NVIDIA_PACKAGES : [])];
     run(py, ['-m', 'pip', 'install', '-qq', '--no-deps', '--no-input', '--progress-bar', 'off', ...pipIndexArgs(py, b.tag), ...pkgs], log);
