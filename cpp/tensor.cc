@@ -1,4 +1,4 @@
-// Tensor handles: creation from JS memory, files and storages; copies out; metadata; dispose.
+// Tensors from JS memory, files and storages; copies out; metadata; dispose; the typed argument reader.
 #include "tensor.h"
 
 #include <fcntl.h>
@@ -6,60 +6,11 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <deque>
 #include <limits>
-#include <unordered_set>
 
 namespace rts {
 
 namespace {
-
-// Per-thread because worker threads load the addon into their own environments.
-struct Slot {
-  at::Tensor t;
-  int64_t reported = 0;  // CPU bytes this handle reported to V8 as external memory
-  uint32_t gen = 0;
-  bool live = false;
-};
-// All per-thread state in one object: one TLS lookup per call.
-struct State {
-  // A deque keeps references to slots valid while new ones are added during a call.
-  std::deque<Slot> slots;
-  // Freed slots are reused first-in first-out, so a slot's generation grows slowly and a stale id
-  // would need 2^24 reuses of one slot to alias a newer tensor.
-  std::deque<uint32_t> freeSlots;
-  int64_t liveHandles = 0;
-  // External-memory changes not yet told to V8; sent in batches, as each call costs more than a tiny op.
-  int64_t unreported = 0;
-};
-// A trivially initialised TLS pointer: no per-access TLS init guard on the hot path.
-thread_local State* statePtr = nullptr;
-State& state() {
-  if (!statePtr) statePtr = new State();  // lives as long as the thread (one per JS environment)
-  return *statePtr;
-}
-
-// id = TAG (12 bits) | generation (24 bits) | slot (28 bits), carried by a JS BigInt. A BigInt
-// costs one small heap object; an External would also cost a weak global handle in Node 20.
-constexpr uint64_t kTag = 0xA7Eull << 52;
-constexpr uint64_t kTagMask = 0xFFFull << 52;
-constexpr uint32_t kGenMask = 0xFFFFFF;
-constexpr uint32_t kMaxSlots = 1u << 28;
-
-// The slot v names (live or not), or nullptr when v is not one of our handles.
-Slot* slotOf(State& st, napi_env env, napi_value v, uint64_t* idOut = nullptr) {
-  napi_valuetype type;
-  if (napi_typeof(env, v, &type) != napi_ok || type != napi_bigint) return nullptr;
-  uint64_t id = 0;
-  bool lossless = false;
-  if (napi_get_value_bigint_uint64(env, v, &id, &lossless) != napi_ok || !lossless) return nullptr;
-  uint32_t idx = static_cast<uint32_t>(id & (kMaxSlots - 1));
-  if ((id & kTagMask) != kTag || idx >= st.slots.size()) return nullptr;
-  if (idOut) *idOut = id;
-  return &st.slots[idx];
-}
-
-bool isLive(const Slot& s, uint64_t id) { return s.live && s.gen == ((id >> 28) & kGenMask); }
 
 bool supportedDtype(int64_t code) {
   switch (static_cast<at::ScalarType>(code)) {
@@ -71,79 +22,15 @@ bool supportedDtype(int64_t code) {
   }
 }
 
+// The error for a value that is not a handle of this thread: another thread's handle is named as such.
+[[noreturn]] void notATensor(const Args& a, Napi::Value v, const char* name, const std::string& want) {
+  if (TensorHandle::IsForeign(v))
+    throw Napi::Error::New(a.env(), std::string(a.fn()) + ": argument '" + name + "' is a Tensor of another thread: a tensor " +
+                                        "belongs to the thread (main or Worker) that made it; send its data, or share it explicitly");
+  a.typeError(name, want);
+}
+
 }  // namespace
-
-// Storages are counted here, when asked, rather than tracked on every op: memory() is rare, ops are not.
-MemoryStats memoryStats() {
-  State& st = state();
-  std::unordered_set<const void*> seen;
-  int64_t bytes = 0;
-  for (const Slot& s : st.slots) {
-    if (!s.live || !s.t.has_storage()) continue;
-    if (seen.insert(s.t.storage().unsafeGetStorageImpl()).second) bytes += static_cast<int64_t>(s.t.storage().nbytes());
-  }
-  return {st.liveHandles, static_cast<int64_t>(seen.size()), bytes};
-}
-
-// Reports a change of external memory to V8 once the batch exceeds 1 MiB.
-void reportExternal(napi_env env, State& st, int64_t delta) {
-  st.unreported += delta;
-  if (st.unreported > (1 << 20) || st.unreported < -(1 << 20)) {
-    napi_adjust_external_memory(env, st.unreported, nullptr);
-    st.unreported = 0;
-  }
-}
-
-Napi::Value TensorHandle::Wrap(Napi::Env env, at::Tensor t) {
-  if (!t.defined()) throw Napi::Error::New(env, "internal: undefined tensor result");
-  State& st = state();
-  uint32_t idx;
-  if (!st.freeSlots.empty()) {
-    idx = st.freeSlots.front();
-    st.freeSlots.pop_front();
-  } else {
-    if (st.slots.size() >= kMaxSlots) throw Napi::Error::New(env, "too many live tensors (2^28); dispose() them or use tidy()");
-    idx = static_cast<uint32_t>(st.slots.size());
-    st.slots.emplace_back();
-  }
-  Slot& s = st.slots[idx];
-  uint64_t id = kTag | (static_cast<uint64_t>(s.gen) << 28) | idx;
-  napi_value out;
-  napi_status status = napi_create_bigint_uint64(env, id, &out);
-  if (status != napi_ok) {
-    st.freeSlots.push_back(idx);
-    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
-  }
-  s.t = std::move(t);
-  s.live = true;
-  st.liveHandles++;
-  // Only a storage this handle alone holds is reported, so views do not count their base again.
-  s.reported = s.t.has_storage() && s.t.is_cpu() && s.t.storage().use_count() == 1 ? static_cast<int64_t>(s.t.storage().nbytes()) : 0;
-  if (s.reported) reportExternal(env, st, s.reported);
-  return Napi::Value(env, out);
-}
-
-bool TensorHandle::Is(Napi::Value v) { return slotOf(state(), v.Env(), v) != nullptr; }
-
-at::Tensor* TensorHandle::Find(Napi::Value v, bool* isHandle) {
-  uint64_t id = 0;
-  Slot* s = slotOf(state(), v.Env(), v, &id);
-  if (isHandle) *isHandle = s != nullptr;
-  return s && isLive(*s, id) ? &s->t : nullptr;
-}
-
-void TensorHandle::Release(Napi::Value v) {
-  State& st = state();
-  uint64_t id = 0;
-  Slot* s = slotOf(st, v.Env(), v, &id);
-  if (!s || !isLive(*s, id)) return;
-  s->live = false;
-  s->gen = (s->gen + 1) & kGenMask;
-  st.liveHandles--;
-  if (s->reported) reportExternal(v.Env(), st, -s->reported);
-  s->t = at::Tensor();
-  st.freeSlots.push_back(static_cast<uint32_t>(id & (kMaxSlots - 1)));
-}
 
 // ---- Args ----
 
@@ -151,7 +38,7 @@ at::Tensor& Args::tensor(size_t i, const char* name) const {
   Napi::Value v = i < info_.Length() ? info_[i] : env().Undefined();
   bool handle = false;
   at::Tensor* t = TensorHandle::Find(v, &handle);
-  if (!handle) typeError(name, "a Tensor");
+  if (!handle) notATensor(*this, v, name, "a Tensor");
   if (!t) throw Napi::Error::New(env(), std::string(fn_) + ": argument '" + name + "' is a disposed Tensor");
   return *t;
 }
@@ -170,7 +57,7 @@ std::vector<at::Tensor> Args::tensors(size_t i, const char* name) const {
     Napi::Value v = arr.Get(k);
     bool handle = false;
     at::Tensor* t = TensorHandle::Find(v, &handle);
-    if (!handle) typeError(name, "an array of Tensors");
+    if (!handle) notATensor(*this, v, name, "an array of Tensors");
     if (!t) throw Napi::Error::New(env(), std::string(fn_) + ": argument '" + name + "' holds a disposed Tensor");
     out.push_back(*t);
   }
@@ -306,7 +193,33 @@ std::pair<const uint8_t*, size_t> bytesOf(const Args& a, size_t i, const char* n
   a.typeError(name, "a TypedArray, Buffer or ArrayBuffer");
 }
 
+// Owns a file descriptor: closed on every path out of the scope, exceptions included.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// The longest typed array or Buffer V8 makes on Node 20: 2^32 elements. Past it
+// napi_create_typedarray does not fail, it aborts the process, so lengths are checked before.
+constexpr uint64_t kMaxJsArrayLength = 1ull << 32;
+
+void checkJsLength(Napi::Env env, const char* fn, uint64_t n, const char* unit) {
+  if (n > kMaxJsArrayLength)
+    throw Napi::Error::New(env, std::string(fn) + ": the tensor has " + std::to_string(n) + " " + unit + ", more than a JS typed array can hold (" +
+                                    std::to_string(kMaxJsArrayLength) + "); copy it out in slices (narrow) instead");
+}
+
 Napi::Value copyOut(Napi::Env env, const at::Tensor& src) {
+  checkJsLength(env, "toArray", static_cast<uint64_t>(src.numel()), "elements");
   at::Tensor t = src.detach();
   if (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) t = t.to(at::kFloat);
   t = t.to(c10::Device(c10::kCPU)).contiguous();
@@ -332,6 +245,7 @@ Napi::Value copyOut(Napi::Env env, const at::Tensor& src) {
 }  // namespace
 
 void registerTensor(Napi::Env env, Napi::Object exports) {
+  initHandles(env);
 
   auto dtypes = Napi::Object::New(env);
   for (auto [name, t] : std::initializer_list<std::pair<const char*, at::ScalarType>>{
@@ -342,12 +256,13 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
   }
   exports.Set("dtypes", dtypes);
 
-  // fromBytes(bytes, shape, dtype): a new CPU tensor holding a copy of bytes.
+  // fromBytes(bytes, shape, dtype): a new CPU tensor holding a copy of bytes. Every other argument
+  // is read first: reading one may run JS (a getter on the shape array) that detaches the buffer.
   def(env, exports, "fromBytes", [](Args& a) {
-    auto [ptr, len] = bytesOf(a, 0, "data");
     auto shape = a.ints(1, "shape");
     auto dt = a.dtype(2, "dtype");
     int64_t n = checkedNumel(a, shape, "shape");
+    auto [ptr, len] = bytesOf(a, 0, "data");
     size_t item = c10::elementSize(dt);
     if (static_cast<size_t>(n) > std::numeric_limits<size_t>::max() / item || static_cast<size_t>(n) * item != len)
       throw Napi::Error::New(a.env(), "fromBytes: data holds " + std::to_string(len) + " bytes but shape " +
@@ -358,17 +273,18 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
     return t;
   });
 
-  // fromStorage(bytes, dtype, size, stride, storageOffset): as_strided view of a copied storage (.pth tensors).
+  // fromStorage(storage, size, stride, storageOffset): a view of a 1-D storage tensor, as torch.load
+  // makes .pth tensors: views of one storage share it, and a stride-0 view copies nothing.
   def(env, exports, "fromStorage", [](Args& a) {
-    auto [ptr, len] = bytesOf(a, 0, "data");
-    auto dt = a.dtype(1, "dtype");
-    auto size = a.ints(2, "size");
-    auto stride = a.ints(3, "stride");
-    int64_t offset = a.integer(4, "storageOffset");
-    size_t item = c10::elementSize(dt);
-    if (len % item) throw Napi::Error::New(a.env(), "fromStorage: storage of " + std::to_string(len) + " bytes is not a whole number of " + c10::toString(dt));
+    auto size = a.ints(1, "size");
+    auto stride = a.ints(2, "stride");
+    int64_t offset = a.integer(3, "storageOffset");
+    at::Tensor& storage = a.tensor(0, "storage");
+    if (storage.dim() != 1 || !storage.is_contiguous() || storage.storage_offset() != 0 || !storage.has_storage() ||
+        storage.storage().nbytes() != static_cast<size_t>(storage.numel()) * storage.element_size())
+      a.typeError("storage", "a 1-D tensor holding its whole storage");
     if (size.size() != stride.size()) throw Napi::Error::New(a.env(), "fromStorage: size and stride differ in length");
-    int64_t storageNumel = static_cast<int64_t>(len / item);
+    int64_t storageNumel = storage.numel();
     checkedNumel(a, size, "size");
     if (offset < 0) a.typeError("storageOffset", "non-negative");
     int64_t last = offset;
@@ -382,9 +298,7 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
     }
     if (!empty && last >= storageNumel)
       throw Napi::Error::New(a.env(), "fromStorage: view reaches element " + std::to_string(last) + " of a storage of " + std::to_string(storageNumel));
-    at::Tensor storage = at::empty({storageNumel}, at::TensorOptions().dtype(dt));
-    if (len) std::memcpy(storage.data_ptr(), ptr, len);
-    return storage.as_strided(size, stride, offset).clone(at::MemoryFormat::Preserve);
+    return storage.detach().as_strided(size, stride, offset);
   });
 
   // fromFile(path, byteOffset, shape, dtype): reads the bytes straight into a new tensor (no JS copy).
@@ -396,35 +310,27 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
     int64_t n = checkedNumel(a, shape, "shape");
     if (offset < 0) a.typeError("byteOffset", "non-negative");
     size_t item = c10::elementSize(dt);
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Napi::Error::New(a.env(), "fromFile: cannot open " + path + ": " + std::strerror(errno));
+    // Non-blocking, so a FIFO's open does not wait for a writer; refused below unless regular.
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (fd.get() < 0) throw Napi::Error::New(a.env(), "fromFile: cannot open " + path + ": " + std::strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) { ::close(fd); throw Napi::Error::New(a.env(), "fromFile: cannot stat " + path); }
+    if (fstat(fd.get(), &st) != 0) throw Napi::Error::New(a.env(), "fromFile: cannot stat " + path);
+    if (!S_ISREG(st.st_mode)) throw Napi::Error::New(a.env(), "fromFile: " + path + " is not a regular file");
     uint64_t nbytes = static_cast<uint64_t>(n) * item;
     if (static_cast<uint64_t>(n) > std::numeric_limits<uint64_t>::max() / item || static_cast<uint64_t>(offset) > static_cast<uint64_t>(st.st_size) ||
-        nbytes > static_cast<uint64_t>(st.st_size) - static_cast<uint64_t>(offset)) {
-      ::close(fd);
+        nbytes > static_cast<uint64_t>(st.st_size) - static_cast<uint64_t>(offset))
       throw Napi::Error::New(a.env(), "fromFile: " + path + " is too short for a tensor of " + std::to_string(nbytes) + " bytes at offset " + std::to_string(offset));
-    }
-    at::Tensor t;
-    try {
-      t = at::empty(shape, at::TensorOptions().dtype(dt));
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dt));
     auto* dst = static_cast<uint8_t*>(t.data_ptr());
     uint64_t done = 0;
     while (done < nbytes) {
-      ssize_t r = ::pread(fd, dst + done, nbytes - done, offset + static_cast<off_t>(done));
+      ssize_t r = ::pread(fd.get(), dst + done, nbytes - done, offset + static_cast<off_t>(done));
       if (r <= 0) {
         if (r < 0 && errno == EINTR) continue;
-        ::close(fd);
         throw Napi::Error::New(a.env(), "fromFile: read failed in " + path);
       }
       done += static_cast<uint64_t>(r);
     }
-    ::close(fd);
     return t;
   });
 
@@ -432,7 +338,9 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
 
   // toBytes(t): the raw bytes of a contiguous CPU copy, in the tensor's own dtype (for files).
   def(env, exports, "toBytes", [](Args& a) -> Napi::Value {
-    at::Tensor t = a.tensor(0, "self").detach().to(c10::Device(c10::kCPU)).contiguous();
+    const at::Tensor& self = a.tensor(0, "self");
+    checkJsLength(a.env(), "toBytes", static_cast<uint64_t>(self.numel()) * self.element_size(), "bytes");
+    at::Tensor t = self.detach().to(c10::Device(c10::kCPU)).contiguous();
     size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
     auto buf = Napi::Buffer<uint8_t>::Copy(a.env(), static_cast<const uint8_t*>(t.data_ptr()), nbytes);
     return buf;
@@ -463,12 +371,12 @@ void registerTensor(Napi::Env env, Napi::Object exports) {
   // dispose(h): frees the tensor now; a second dispose is a no-op.
   def(env, exports, "dispose", [](Args& a) {
     Napi::Value v = a.size() ? a[0] : a.env().Undefined();
-    if (!TensorHandle::Is(v)) a.typeError("self", "a Tensor");
+    if (!TensorHandle::Is(v)) notATensor(a, v, "self", "a Tensor");
     TensorHandle::Release(v);
   });
   def(env, exports, "isDisposed", [](Args& a) {
     Napi::Value v = a.size() ? a[0] : a.env().Undefined();
-    if (!TensorHandle::Is(v)) a.typeError("self", "a Tensor");
+    if (!TensorHandle::Is(v)) notATensor(a, v, "self", "a Tensor");
     return TensorHandle::Find(v, nullptr) == nullptr;
   });
   // isHandle(v): whether v is a tensor handle made by this addon (live or disposed).

@@ -13,21 +13,25 @@
 
 namespace rts {
 
-// Tensor handles. A handle is a JS BigInt holding an id (tag | generation | slot) into a
-// per-thread table, never a pointer: a stale, disposed or forged handle is detected, never
-// dereferenced. Making one needs no JS constructor call and no N-API finalizer reference (the two
-// costs that dominated a tiny op); the GC backstop is a FinalizationRegistry in lib/tensor.ts.
+// Tensor handles: a JS BigInt naming one at::Tensor in the calling environment's table, never a
+// pointer (cpp/handles.cc): a stale, disposed, forged or another thread's handle is detected, never
+// dereferenced.
 class TensorHandle {
  public:
-  // A new handle owning t.
+  // A new handle owning t, in the calling thread's table.
   static Napi::Value Wrap(Napi::Env env, at::Tensor t);
-  // Whether v is a handle made by this addon (live or disposed).
+  // Whether v is a handle made by this addon in this thread (live or disposed).
   static bool Is(Napi::Value v);
+  // Whether v is a handle of another thread's table (a Worker's, the main thread's, or one that has exited).
+  static bool IsForeign(Napi::Value v);
   // The live tensor behind v, or nullptr; isHandle (if given) tells whether v is a handle at all.
   static at::Tensor* Find(Napi::Value v, bool* isHandle);
   // Frees the tensor behind v now; a second call is a no-op.
   static void Release(Napi::Value v);
 };
+
+// Creates the calling environment's handle table, freed with the environment.
+void initHandles(Napi::Env env);
 
 struct MemoryStats {
   int64_t tensors;
@@ -129,5 +133,10 @@ void registerOps(Napi::Env env, Napi::Object exports);
 void registerAutograd(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);
 void registerDistributed(Napi::Env env, Napi::Object exports);
+void registerShare(Napi::Env env, Napi::Object exports);
+void registerFused(Napi::Env env, Napi::Object exports);
+void installCpuCache();
+void emptyCpuCache();
+void registerCpuCache(Napi::Env env, Napi::Object exports);
 
 }  // namespace rts

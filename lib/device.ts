@@ -1,5 +1,7 @@
-// Devices and threads: CUDA queries, synchronisation, memory statistics, cuDNN and thread settings.
+// Devices and threads: CUDA queries, synchronisation, memory statistics, cuDNN and thread settings,
+// and the mixed-precision choice (--amp) as an autocast region on a device.
 import { native } from './native.ts';
+import { autocast, type Device } from './tensor.ts';
 
 /** CUDA utilities (torch.cuda). On a CPU build every query answers "none". */
 export const cuda = {
@@ -36,4 +38,13 @@ export function getNumThreads(): number {
 /** The libtorch version the addon was built against. */
 export function torchVersion(): string {
   return native.torchVersion();
+}
+
+/** Mixed precision as the CLIs name it: bf16 or fp16 autocast. */
+export type Amp = 'bf16' | 'fp16';
+
+/** Runs fn under autocast for amp on the device's type ('cuda:1' autocasts 'cuda'); without amp, fn as it is. */
+export function withAmp<T>(amp: Amp | undefined, device: Device, fn: () => T): T {
+  if (!amp) return fn();
+  return autocast(fn, { dtype: amp === 'bf16' ? 'bfloat16' : 'float16', device: device.startsWith('cuda') ? 'cuda' : 'cpu' });
 }

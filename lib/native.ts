@@ -17,7 +17,7 @@ export interface Native {
   dtypes: Record<string, number>;
   // creation and copies
   fromBytes(data: TA, shape: Ints, dtype: number): H;
-  fromStorage(data: TA, dtype: number, size: Ints, stride: Ints, storageOffset: number): H;
+  fromStorage(storage: H, size: Ints, stride: Ints, storageOffset: number): H;
   fromFile(path: string, byteOffset: number, shape: Ints, dtype: number): H;
   toArray(t: H): ArrayBufferView;
   toBytes(t: H): Uint8Array;
@@ -211,6 +211,21 @@ export interface Native {
   cudaGraphDispose(graph: number): void;
   cudaGraphPoolHandle(): [number, number];
   cudaWarmup(fn: (i: number) => void, iters: number): void;
+  // serve: tensors handed between JS threads without a copy (cpp/share.cc)
+  shareTensors(ts: H[]): number;
+  adoptTensors(token: number): H[];
+  dropShared(token: number): boolean;
+  sharedCount(): number;
+  // speed branch: oneDNN fused inference ops (cpp/fused.cc)
+  fusedAvailable(): boolean;
+  fusedBf16Supported(): boolean;
+  convPack(w: H, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints): H;
+  packedLayout(packed: H): H;
+  convFused(x: H, packed: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean): H;
+  convFusedAdd(x: H, other: H, packed: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean): H;
+  // speed branch: the large-block CPU cache (cpp/cpu_cache.cc)
+  cpuCacheStats(): { cachedBytes: number; cachedBlocks: number; liveBlocks: number; hits: number; misses: number; limitBytes: number };
+  cpuCacheEmpty(): void;
 }
 
 function load(): Native {

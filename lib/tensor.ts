@@ -21,10 +21,15 @@ export function dtypeOf(d: DType | undefined | null, what = 'dtype'): number | u
   return dtypeCode[d];
 }
 
+/** Whether d names a device ('cpu', 'cuda', 'cuda:N'). */
+export function isDevice(d: unknown): d is Device {
+  return typeof d === 'string' && /^(cpu|cuda(:\d+)?)$/.test(d);
+}
+
 /** Checks a device string ('cpu', 'cuda', 'cuda:N'). */
 export function deviceOf(d: Device | string | undefined | null): Device | undefined {
   if (d === undefined || d === null) return undefined;
-  if (typeof d !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(d)) throw new TypeError(`device must be 'cpu', 'cuda' or 'cuda:N'; got ${String(d)}`);
+  if (!isDevice(d)) throw new TypeError(`device must be 'cpu', 'cuda' or 'cuda:N'; got ${String(d)}`);
   return d as Device;
 }
 
@@ -368,8 +373,13 @@ function formatTensor(t: Tensor): string {
   const values = Array.from(t.toArray() as ArrayLike<number | bigint>, (v) => (typeof v === 'bigint' ? Number(v) : v));
   // One notation for all elements, chosen as torch/_tensor_str.py's _Formatter does.
   const mags = values.filter((v) => Number.isFinite(v) && v !== 0).map(Math.abs);
-  const lo = Math.min(...mags);
-  const hi = Math.max(...mags);
+  // A loop, not Math.min(...mags): spreading ~125k arguments overflows the call stack.
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const m of mags) {
+    if (m < lo) lo = m;
+    if (m > hi) hi = m;
+  }
   const allInts = values.every((v) => !Number.isFinite(v) || Number.isInteger(v));
   const sci = mags.length > 0 && (hi / lo > 1000 || hi > 1e8 || (!allInts && lo < 1e-4));
   const fmt = (v: number): string => {

@@ -1,5 +1,7 @@
-// Argument parsers shared by the scripts' commander definitions: a bad value becomes commander's
-// "error: option '--x <n>' argument 'y' is invalid. expected ..." and exit code 2 (see each script).
+// What the scripts share: argument parsers for their commander definitions (a bad value becomes
+// commander's "error: option '--x <n>' argument 'y' is invalid. expected ..." and exit code 2), and
+// stopping a run cleanly on SIGINT or SIGTERM.
+import { constants } from 'node:os';
 import { InvalidArgumentError } from 'commander';
 
 /** An integer >= min. */
@@ -21,3 +23,27 @@ export const ints = (v: string): number[] => v.split(',').map((s) => int(0)(s.tr
 
 /** Positive integer (>= 1). */
 export const positiveInt = int(1);
+
+/** The exit code of a run stopped by a signal, 128 + its number as a shell reports it: 130 for SIGINT, 143 for SIGTERM. */
+export const signalExitCode = (signal: NodeJS.Signals): number => 128 + (constants.signals[signal] ?? 0);
+
+/**
+ * Stops a run cleanly on SIGINT (Ctrl-C) or SIGTERM (kill, systemd, Kubernetes): the first asks for a
+ * checkpoint after the step in progress; a second Ctrl-C exits at once without saving. A repeated
+ * SIGTERM changes nothing: systemd signals every process of a service and the launcher forwards its own.
+ */
+export function stopOnSignals(hint = ''): { requested: () => boolean; exitCode: () => number } {
+  let first: NodeJS.Signals | undefined;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      if (first && sig === 'SIGINT') {
+        process.stderr.write('\ninterrupted again: exiting now without saving\n');
+        process.exit(signalExitCode(first));
+      }
+      if (first) return;
+      first = sig;
+      process.stderr.write(`\n${sig === 'SIGINT' ? 'interrupt' : 'SIGTERM'}: saving a checkpoint after this step (Ctrl-C again to exit at once)${hint}\n`);
+    });
+  }
+  return { requested: () => first !== undefined, exitCode: () => signalExitCode(first ?? 'SIGINT') };
+}

@@ -1,6 +1,6 @@
 // ImageNet validation: any registry model with torchvision-compatible weights, torchvision's eval
 // preprocessing, top-1/top-5. A worker thread keeps decodes going (on libuv's pool) while the model holds the main thread.
-//   npm run eval:imagenet -- --model resnet50 --weights resnet50-11ad3fa6.pth --data /data/imagenet/val
+//   npm run eval:imagenet -- --model resnet50 --weights IMAGENET1K_V2 --data /data/imagenet/val
 //   npm run eval:imagenet -- --model resnet18 --weights r18.safetensors --data val_flat --labels LOC_val_solution.csv
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, writeFileSync, type WriteStream } from 'node:fs';
@@ -10,13 +10,13 @@ import { MultiBar, Presets } from 'cli-progress';
 import { Command, Option } from 'commander';
 import { positiveInt } from './cli.ts';
 import { softmax } from '../lib/nn/functional.ts';
-import { cuda, torchVersion } from '../lib/device.ts';
+import { cuda, torchVersion, withAmp } from '../lib/device.ts';
 import { DecodeQueue } from '../lib/data/decode-queue.ts';
 import type { DecodedImage } from '../lib/data/image-folder.ts';
-import { defaultResize, evalBatch, listValidationSet, type EvalSet } from '../lib/data/imagenet.ts';
-import { autocast, noGrad, tidy, type Device, type Tensor } from '../lib/tensor.ts';
+import { evalBatch, listValidationSet, type EvalSet } from '../lib/data/imagenet.ts';
+import { noGrad, tidy, type Device, type Tensor } from '../lib/tensor.ts';
 import type { Module } from '../lib/nn/module.ts';
-import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
+import { UsageError, checkDevice, inferenceModel, loadClassifier } from './classifier.ts';
 
 interface Options {
   model: string;
@@ -25,11 +25,12 @@ interface Options {
   labels?: string;
   synsets?: string;
   resize?: number;
-  crop: number;
+  crop?: number;
   batchSize: number;
   device: string;
   amp?: 'bf16' | 'fp16';
   channelsLast: boolean;
+  optimize: boolean;
   workers: number;
   limit?: number;
   output?: string;
@@ -42,16 +43,17 @@ function parseOptions(argv: string[]): Options {
   const program = new Command('eval-imagenet')
     .description('Top-1/top-5 of a model on the ImageNet validation set, with torchvision\'s eval preprocessing.')
     .requiredOption('--model <name>', 'registry model name (resnet50, resnext50_32x4d, ...)')
-    .requiredOption('--weights <file>', 'state dict: .pth (torch.save, torchvision files as they are) or .safetensors')
+    .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), a state dict (.pth as torch.save wrote it, .safetensors) or a URL')
     .requiredOption('--data <dir>', 'class folders (ImageFolder: index = position among sorted folder names) or a flat folder of ILSVRC2012_val_*.JPEG with --labels')
     .option('--labels <file>', 'ground truth for a flat folder: ILSVRC2012_validation_ground_truth.txt (with --synsets) or LOC_val_solution.csv')
     .option('--synsets <file>', 'synset mapping naming the devkit\'s ILSVRC2012_IDs: a wnid a line in ID order, or "ID wnid" lines')
-    .option('--resize <n>', 'shorter side before the crop (default 256; 232 for torchvision V2 weights)', positiveInt)
-    .option('--crop <n>', 'center crop size', positiveInt, 224)
+    .option('--resize <n>', 'shorter side before the crop (default: the weights\' preset, e.g. 232 for V2; 256 for other files)', positiveInt)
+    .option('--crop <n>', 'center crop size (default: the weights\' preset, 224)', positiveInt)
     .option('--batch-size <n>', 'images per forward pass', positiveInt, 64)
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .addOption(new Option('--amp <dtype>', 'mixed precision (autocast)').choices(['bf16', 'fp16']))
     .option('--channels-last', 'feed the model channels-last (NHWC) batches', false)
+    .option('--no-optimize', "run the model's own forward instead of its fused inference copy (CPU: BatchNorm folded, oneDNN kernels)")
     .option('--workers <n>', 'concurrent image decodes (libuv thread pool size)', positiveInt, Math.max(2, availableParallelism()))
     .option('--limit <n>', 'evaluate only the first N images (in listing order)', positiveInt)
     .option('--output <file>', 'write the results as JSON')
@@ -97,12 +99,12 @@ interface InFlight {
 }
 
 // Starts one batch on the device; finish() reads it after the next launch, so a GPU is never left waiting.
-function launch(model: Module, images: DecodedImage[], o: Options & { device: Device; resize: number }, k: number): Pick<InFlight, 'indices' | 'scores'> {
+function launch(model: Module, images: DecodedImage[], o: Options & { device: Device; resize: number; crop: number }, k: number): Pick<InFlight, 'indices' | 'scores'> {
   return tidy(() => {
     let x = evalBatch(images, { resize: o.resize, crop: o.crop, device: o.device });
     if (o.channelsLast) x = x.contiguous('channelsLast');
     const forward = (): Tensor => model.forward(x);
-    const logits = noGrad(() => (o.amp ? autocast(forward, { dtype: o.amp === 'bf16' ? 'bfloat16' : 'float16', device: o.device === 'cpu' ? 'cpu' : 'cuda' }) : forward())).float();
+    const logits = noGrad(() => withAmp(o.amp, o.device, forward)).float();
     const { indices } = logits.topk(k, 1);
     return { indices, scores: o.savePredictions ? softmax(logits, 1).gather(1, indices) : undefined };
   });
@@ -110,7 +112,6 @@ function launch(model: Module, images: DecodedImage[], o: Options & { device: De
 
 async function evaluate(o: Options): Promise<Record<string, unknown>> {
   const device = checkDevice(o.device);
-  const resize = o.resize ?? defaultResize(o.weights);
   let set: EvalSet;
   try {
     set = listValidationSet(o.data, { labels: o.labels, synsets: o.synsets });
@@ -120,11 +121,13 @@ async function evaluate(o: Options): Promise<Record<string, unknown>> {
   }
   const samples = o.limit ? set.samples.slice(0, o.limit) : set.samples;
   if (samples.length === 0) throw new UsageError(`no images found in ${o.data}`);
-  const { model, numClasses } = loadClassifier(o.model, o.weights, device);
+  const { model, numClasses, path, entry, ...preset } = await loadClassifier(o.model, o.weights, device);
+  const [resize, crop] = [o.resize ?? preset.resize, o.crop ?? preset.crop];
   if (set.classes.length > numClasses) throw new UsageError(`${o.data} has ${set.classes.length} classes but the weights give ${numClasses} outputs`);
   if (device !== 'cpu') cuda.setCudnnBenchmark(true);
   const k = Math.min(5, numClasses);
-  const opts = { ...o, device, resize };
+  const { net, fused, amp } = inferenceModel(model, { optimize: o.optimize, amp: o.amp, device });
+  const opts = { ...o, amp, device, resize, crop };
 
   const queue = new DecodeQueue(samples.map((s) => s[0]), o.workers, Math.max(2 * o.batchSize, o.workers));
   const tally = new Tally(numClasses);
@@ -172,7 +175,7 @@ async function evaluate(o: Options): Promise<Record<string, unknown>> {
       }
       if (batch.images.length === o.batchSize || (!r && batch.images.length)) {
         const t = performance.now();
-        const launched = { ...launch(model, batch.images, opts, k), paths: batch.paths, labels: batch.labels };
+        const launched = { ...launch(net, batch.images, opts, k), paths: batch.paths, labels: batch.labels };
         modelMs += performance.now() - t;
         if (inFlight) finish(inFlight); // read the previous batch while this one runs on the GPU
         inFlight = launched;
@@ -194,8 +197,8 @@ async function evaluate(o: Options): Promise<Record<string, unknown>> {
     if (n) perClass[set.classes[i] ?? String(i)] = { index: i, images: n, top1: tally.top1[i]! / n, top5: tally.top5[i]! / n };
   });
   return {
-    model: o.model, weights: resolve(o.weights), data: resolve(o.data), labels: o.labels ? resolve(o.labels) : null, device,
-    amp: o.amp ?? null, channelsLast: o.channelsLast, resize, crop: o.crop, batchSize: o.batchSize, workers: o.workers,
+    model: o.model, weights: resolve(path), weightsEntry: entry ? `${entry.enum}.${entry.name}` : null, data: resolve(o.data),
+    labels: o.labels ? resolve(o.labels) : null, device, amp: o.amp ?? null, fused, channelsLast: o.channelsLast, resize, crop, batchSize: o.batchSize, workers: o.workers,
     images: tally.n, skipped: skipped.length, skippedFiles: skipped,
     top1: tally.n ? tally.c1 / tally.n : 0, top5: tally.n ? tally.c5 / tally.n : 0, correct1: tally.c1, correct5: tally.c5,
     wallTimeSec: wall, imagesPerSec: tally.n / wall,

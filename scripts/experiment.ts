@@ -1,11 +1,11 @@
 // npm run experiment -- <name> [flags]: trains the nets of a paper experiment (degradation, shortcuts,
 // cardinality, preact, or all) with one shared recipe and writes DIR/<name>/report.html, table.md and
 // results.json. Finished runs are read back and interrupted ones resume, so rerunning continues;
-// Ctrl-C saves a checkpoint and exits 130 (a second Ctrl-C exits at once).
+// Ctrl-C or SIGTERM saves a checkpoint and exits 130 or 143 (a second Ctrl-C exits at once).
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Argument, Command, CommanderError, Option } from 'commander';
-import { int } from './cli.ts';
+import { int, stopOnSignals } from './cli.ts';
 import type { DataName, Scale } from '../lib/experiments/index.ts';
 
 // Passive OpenMP waiting must be chosen before libtorch loads (see scripts/train.ts), hence the dynamic imports.
@@ -14,7 +14,6 @@ const { setNumThreads, cuda, data, models } = await import('../lib/index.ts');
 const ex = await import('../lib/experiments/index.ts');
 
 const EXIT_USAGE = 2;
-const EXIT_INTERRUPTED = 130;
 const NAMES = [...Object.keys(ex.EXPERIMENTS), 'all'];
 /** [C, H, W] of each dataset's images (for --plan, which loads no data). */
 const SHAPES: Record<DataName, [number, number, number]> = { 'fashion-mnist': [1, 28, 28], cifar10: [3, 32, 32] };
@@ -104,14 +103,7 @@ async function main(): Promise<void> {
   const splits = loadSplits(f);
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
   const hardware = f.device === 'cuda' ? `CUDA, ${f.threads} CPU threads` : `CPU, ${f.threads} thread${f.threads > 1 ? 's' : ''} (${cpu})`;
-  let interrupts = 0;
-  process.on('SIGINT', () => {
-    if (++interrupts > 1) {
-      process.stderr.write('\ninterrupted again: exiting now without saving\n');
-      process.exit(EXIT_INTERRUPTED);
-    }
-    process.stderr.write('\ninterrupt: saving a checkpoint after this step (Ctrl-C again to exit at once); rerun the same command to continue\n');
-  });
+  const stop = stopOnSignals('; rerun the same command to continue');
   const log = (line: string): void => {
     if (!f.quiet) console.log(line);
   };
@@ -119,9 +111,9 @@ async function main(): Promise<void> {
     const exp = ex.EXPERIMENTS[name]!;
     const res = await ex.runExperiment(exp, {
       scale: f.scale, data: f.data, train: splits.train, test: splits.test, recipe: recipeOf(name, f), outDir: f.out, seed: f.seed,
-      device: f.device, hardware, quiet: f.quiet, shouldStop: () => interrupts > 0, log,
+      device: f.device, hardware, quiet: f.quiet, shouldStop: stop.requested, log,
     });
-    if (!res) process.exit(EXIT_INTERRUPTED);
+    if (!res) process.exit(stop.exitCode());
     const paths = ex.writeExperimentOutputs(join(f.out, name), res);
     log(`\n${ex.tableMarkdown(res)}`);
     log(`wrote ${paths.report}, ${paths.table}, ${paths.results}\n`);

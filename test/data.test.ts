@@ -1,6 +1,6 @@
 // Datasets, transforms and the loader. References: Python's own gzip+struct parse of Debian's
-// Fashion-MNIST files, hand-built CIFAR records, naive JS loops over the pixels, and torch's
-// F.interpolate(antialias=True) for resizing.
+// Fashion-MNIST files, hand-built CIFAR records, naive JS loops over the pixels, torch's
+// F.interpolate(antialias=True) for resizing and torchvision's center_crop.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { gunzipSync } from 'node:zlib';
@@ -135,6 +135,21 @@ test('normalize and centerCrop match hand computation', () => {
   assert.equal(Array.from(cc), [1, 2, 3].flatMap((r) => [2, 3, 4].map((col) => d[r * 6 + col]!)));
   assert.throws(() => centerCrop(9)(y), /exceeds the image 5x6/);
   assert.throws(() => normalize([0.5], [0.5])(x), /2 channels but 1 means/);
+});
+
+test('centerCrop rounds half offsets to even and pads small images, as torchvision\'s center_crop', () => {
+  // Offsets (h - size) / 2 of 0.5, 1.5, 2.5 and 3.5 are where Math.round and Python's round() disagree.
+  const cases: [number, number, number, boolean][] = [[4, 6, 3, false], [5, 8, 2, false], [9, 10, 2, false], [4, 6, 7, true], [3, 8, 5, true]];
+  const ref = py<number[][]>(`
+import json, torch, torchvision.transforms.functional as F
+out = []
+for h, w, s, _ in json.loads('${JSON.stringify(cases)}'):
+    out.append(F.center_crop(torch.arange(float(h * w)).reshape(1, 1, h, w), [s, s]).flatten().tolist())
+print(json.dumps(out))`, { python: visionPython });
+  cases.forEach(([h, w, size, pad], i) => {
+    const x = tensor(Float32Array.from({ length: h * w }, (_, k) => k), { shape: [1, 1, h, w] });
+    assert.equal(Array.from(centerCrop(size, { pad })(x).contiguous().toArray() as Float32Array), ref[i], `${h}x${w} -> ${size}`);
+  });
 });
 
 test('resize (shorter side, antialiased) matches torch F.interpolate(antialias=True)', () => {

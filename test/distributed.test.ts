@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { io, type Tensor } from '../lib/index.ts';
 import { comparableSummary, maxAbsDiff, root, tmp } from './helpers.ts';
@@ -117,6 +117,50 @@ test('Ctrl-C to the launcher stops both ranks with a checkpoint (exit 130); --re
   const r = spawnSync(process.execPath, ['--import', 'tsx', TRAIN, ...FLAGS, '--out', dir, '--resume'], { cwd: root, encoding: 'utf8', timeout: 300_000 });
   assert.is(r.status, 0, r.stderr);
   assert.equal(summaryOf(dir), summaryOf(ddpBaseline));
+});
+
+/** The pid of the launcher's child that runs `rank` (from /proc: its parent and its RANK variable). */
+function rankPid(launcher: number, rank: number): number | undefined {
+  for (const d of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== launcher) continue;
+      if (readFileSync(`/proc/${d}/environ`, 'utf8').split('\0').includes(`RANK=${rank}`)) return Number(d);
+    } catch {
+      // the process exited meanwhile
+    }
+  }
+  return undefined;
+}
+
+test('SIGTERM to the launcher stops both ranks with a checkpoint (exit 143); a rank killed by SIGKILL is named and its 137 returned', async () => {
+  const dir = tmp();
+  const steps = (): number => (existsSync(join(dir, 'metrics.jsonl')) ? readFileSync(join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"step"')).length : 0);
+  const start = (args: string[]) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', TRAIN, ...FLAGS, '--out', dir, ...args], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    const done = new Promise<number | null>((r) => p.on('close', (c) => r(c)));
+    return { p, done, err: () => err };
+  };
+  const waitFor = async (n: number): Promise<void> => {
+    const t0 = Date.now();
+    while (steps() < n && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 20));
+  };
+  const a = start([]);
+  await waitFor(4);
+  a.p.kill('SIGTERM');
+  assert.is(await a.done, 143, a.err());
+  assert.ok(existsSync(join(dir, 'checkpoint.safetensors')));
+  assert.ok(!existsSync(join(dir, 'summary.json')));
+  const saved = steps();
+  const b = start(['--resume']);
+  await waitFor(saved + 2);
+  const pid = rankPid(b.p.pid!, 1);
+  assert.ok(pid, 'rank 1 not found');
+  process.kill(pid!, 'SIGKILL');
+  assert.is(await b.done, 137, b.err());
+  assert.match(b.err(), /rank 1 was killed by SIGKILL/);
 });
 
 test.run();

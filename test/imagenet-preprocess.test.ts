@@ -7,7 +7,8 @@ import sharp from 'sharp';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { decodeImage, listImageFolder } from '../lib/data/image-folder.ts';
-import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, defaultResize, evalBatch, resizedSize } from '../lib/data/imagenet.ts';
+import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, defaultResize, evalBatch } from '../lib/data/imagenet.ts';
+import { resizedSize } from '../lib/data/transforms.ts';
 import { py, root, tmp, visionPython } from './helpers.ts';
 
 const dir = tmp('imagenet-pre-');

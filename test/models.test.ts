@@ -49,7 +49,7 @@ test('CIFAR family parameter counts match the papers (He 2015 table 6, He 2016 t
 
 test('registry: list() holds both families; create() matches the factories and names unknown models and options', () => {
   const names = models.list();
-  assert.is(names.length, 26);
+  assert.is(names.length, 33);
   for (const n of [...IMAGENET, 'resnet20', 'resnet1202', 'plain110', 'preact_resnet1001', 'resnext29_16x64d']) assert.ok(names.includes(n), n);
   assert.is(count(models.create('resnet56', { numClasses: 100 })), count(models.resnet56({ numClasses: 100 })));
   assert.throws(() => models.create('resnet19'), /unknown model 'resnet19'/);

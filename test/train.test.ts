@@ -1,5 +1,6 @@
-// The training loop and `npm run train`: learning, resuming (after kill -9 and after Ctrl-C) to the
-// same result as an uninterrupted run, refusing damaged checkpoints, stopping on NaN, flat memory.
+// The training loop and `npm run train`: learning, resuming (after kill -9, Ctrl-C and SIGTERM) to the
+// same result as an uninterrupted run, refusing damaged checkpoints and ones made with other flags,
+// stopping on NaN, flat memory, and the replaceable step and evaluation forward.
 // References: chance accuracy (10 %), the uninterrupted run itself, the bytes written to disk.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -10,7 +11,7 @@ import { memory, tensor, tidy, manualSeed, Tensor } from '../lib/index.ts';
 import { Sequential, Conv2d, BatchNorm2d, ReLU, AdaptiveAvgPool2d, Flatten, Linear } from '../lib/nn/index.ts';
 import { SGD, LRScheduler, constant } from '../lib/optim/index.ts';
 import { DataLoader, type BatchSource } from '../lib/data/index.ts';
-import { fit, saveCheckpoint, loadCheckpoint, NonFiniteLossError } from '../lib/train/index.ts';
+import { fit, evaluate, eagerStep, saveCheckpoint, loadCheckpoint, NonFiniteLossError, type StepFactory } from '../lib/train/index.ts';
 import { comparableSummary, root, tmp } from './helpers.ts';
 
 const SCRIPT = join(root, 'scripts', 'train.ts');
@@ -88,8 +89,8 @@ test('SIGKILL at seeded random steps and in the middle of a checkpoint write; ea
   //    temporary file and the rename, and the process dies there.
   const { rmSync } = await import('node:fs');
   rmSync(dir, { recursive: true, force: true });
-  const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, ...FLAGS, '--out', dir], {
-    cwd: root, stdio: 'ignore', env: { ...process.env, RESNET_TS_TEST_WRITE_PAUSE_MS: '60000' },
+  const child = spawn(process.execPath, ['--import', 'tsx', '--import', join(root, 'test/fixtures/hold-checkpoint-rename.ts'), SCRIPT, ...FLAGS, '--out', dir], {
+    cwd: root, stdio: 'ignore',
   });
   const closed = new Promise((r) => child.on('close', r));
   const { readdirSync } = await import('node:fs');
@@ -138,6 +139,39 @@ test('a second Ctrl-C exits at once with 130', async () => {
   child.kill('SIGINT');
   assert.is(await child.done, 130);
   assert.match(child.err(), /interrupted again|checkpoint/);
+});
+
+test('SIGTERM mid-epoch is handled as Ctrl-C: the checkpoint holds the steps done and the exit code is 143', async () => {
+  const dir = tmp();
+  const child = start([...FLAGS, '--out', dir]);
+  await until(() => stepLines(dir) >= 3, 'three steps');
+  child.kill('SIGTERM');
+  assert.is(await child.done, 143, child.err());
+  const { readSafetensorsHeader } = await import('../lib/io/index.ts');
+  const state = JSON.parse(readSafetensorsHeader(join(dir, 'checkpoint.safetensors')).metadata.meta!).state;
+  assert.is(state.epoch, 0);
+  assert.ok(state.batch >= 3 && state.batch === stepLines(dir), `checkpoint at batch ${state.batch}, ${stepLines(dir)} steps logged`);
+  assert.ok(!existsSync(join(dir, 'summary.json')));
+});
+
+test('--resume with another --batch-size or --seed is refused naming the flags, nothing changed; --force-resume continues', () => {
+  const dir = tmp();
+  const ckpt = join(dir, 'checkpoint.safetensors');
+  writeFileSync(ckpt, readFileSync(join(baseline, 'checkpoint.safetensors')));
+  const before = readFileSync(ckpt);
+  const swap = (flag: string, value: string) => FLAGS.map((a, i) => (FLAGS[i - 1] === flag ? value : a));
+  const batch = runScript([...swap('--batch-size', '32'), '--out', dir, '--resume']);
+  assert.is(batch.status, 2, batch.stderr);
+  assert.match(batch.stderr, /--batch-size 64 \(now 32\)/);
+  assert.not.match(batch.stderr, /--seed/);
+  const both = runScript([...swap('--batch-size', '32').map((a, i, all) => (all[i - 1] === '--seed' ? '4' : a)), '--out', dir, '--resume']);
+  assert.is(both.status, 2, both.stderr);
+  assert.match(both.stderr, /--batch-size 64 \(now 32\), --seed 3 \(now 4\).*--force-resume/);
+  assert.ok(readFileSync(ckpt).equals(before), 'a refused resume must not touch the checkpoint');
+  assert.ok(!existsSync(join(dir, 'metrics.jsonl')), 'a refused resume must not rewrite the metrics');
+  const forced = runScript([...swap('--seed', '4'), '--out', dir, '--resume', '--force-resume']);
+  assert.is(forced.status, 0, forced.stderr);
+  assert.is(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).epochs, 2);
 });
 
 test('a damaged checkpoint is refused with a clear error and nothing is loaded', () => {
@@ -217,7 +251,7 @@ test('a NaN loss stops training with a clear message and keeps the last good che
   const ckpt = join(dir, 'checkpoint.safetensors');
   let err: unknown;
   try {
-    await fit({ model, optimizer: opt, scheduler: new LRScheduler(opt, constant()), trainLoader: loader, epochs: 3, outDir: dir, quiet: true });
+    await fit({ model, optimizer: opt, schedule: new LRScheduler(opt, constant()), train: loader, epochs: 3, outDir: dir, quiet: true });
   } catch (e) {
     err = e;
   }
@@ -229,6 +263,26 @@ test('a NaN loss stops training with a clear message and keeps the last good che
   assert.ok(statSync(ckpt).size > 0);
 });
 
+test('fit runs a replaced step and scores a given forward (the extension points of EMA, TTA and CUDA graphs)', async () => {
+  const dir = tmp();
+  const { model, opt } = tiny();
+  const loader = new DataLoader(source(64), { batchSize: 16 });
+  let steps = 0;
+  const step: StepFactory = (parts) => {
+    const eager = eagerStep(parts);
+    return (b, agree) => (steps++, eager(b, agree));
+  };
+  // Logits that always pick class 0: the test accuracy is the share of label 0 (k % 10 === 0: 7 of 64).
+  const evalForward = (x: Tensor) => tidy(() => tensor([1, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unsqueeze(0).expand([x.shape[0]!, 10]).contiguous());
+  const r = await fit({ model, optimizer: opt, schedule: new LRScheduler(opt, constant()), train: loader, test: loader, epochs: 2, outDir: dir, quiet: true, step, evalForward });
+  assert.is(steps, 8);
+  assert.is(r.summary.testAccuracy, 7 / 64);
+  assert.is(r.summary.steps, 8);
+  const direct = await evaluate(model, loader, { forward: evalForward });
+  assert.is(direct.top1, 7 / 64);
+  assert.is(direct.images, 64);
+});
+
 test('2,000 training steps keep memory().tensors flat', async () => {
   const dir = tmp();
   const { model, opt } = tiny();
@@ -237,7 +291,7 @@ test('2,000 training steps keep memory().tensors flat', async () => {
   const rss: number[] = [];
   let steps = 0;
   await fit({
-    model, optimizer: opt, scheduler: new LRScheduler(opt, constant()), trainLoader: loader, epochs: 1, outDir: dir, quiet: true, logEvery: 100,
+    model, optimizer: opt, schedule: new LRScheduler(opt, constant()), train: loader, epochs: 1, outDir: dir, quiet: true, logEvery: 100,
     shouldStop: () => {
       if (++steps % 100 === 0) {
         counts.push(memory().tensors);

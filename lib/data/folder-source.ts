@@ -1,15 +1,19 @@
 // Batches from an ImageFolder tree: each image is decoded with sharp (on libuv's thread pool, so
 // the next batches decode while the current one trains), resized so its shorter side is `size` and
 // centre-cropped to a square, which lets a batch stack; random crops then run on the batch.
-import { listImageFolder, decodeImage } from './image-folder.ts';
+import { checkSameClasses, listImageFolder, decodeImage } from './image-folder.ts';
 import { tensor, stack } from '../creation.ts';
 import { Tensor, tidy } from '../tensor.ts';
 import { centerCrop, resize } from './transforms.ts';
 import type { BatchSource } from './loader.ts';
 
-/** A batch source over a folder of class folders; `classes` are the sorted folder names. */
-export function folderSource(dir: string, size: number): BatchSource & { classes: string[] } {
+/**
+ * A batch source over a folder of class folders; `classes` are the sorted folder names. Given the training
+ * source's classes (`sameClassesAs`), a folder with other classes is an Error naming them.
+ */
+export function folderSource(dir: string, size: number, { sameClassesAs }: { sameClassesAs?: { dir: string; classes: readonly string[] } } = {}): BatchSource & { classes: string[] } {
   const { classes, samples } = listImageFolder(dir);
+  if (sameClassesAs) checkSameClasses(sameClassesAs.classes, classes, sameClassesAs.dir, dir);
   if (!samples.length) throw new Error(`${dir}: no images found in class folders`);
   const toSquare = (t: Tensor): Tensor => centerCrop(size)(resize(size)(t));
   return {

@@ -99,6 +99,18 @@ export function listImageFolder(dir: string, extensions: readonly string[] = IMG
   return { classes, samples };
 }
 
+/**
+ * Checks that an evaluation folder has exactly the training folder's classes: labels are positions among the
+ * sorted folder names, so one class missing or extra would shift every label after it.
+ */
+export function checkSameClasses(train: readonly string[], val: readonly string[], trainDir: string, valDir: string): void {
+  const missing = train.filter((c) => !val.includes(c));
+  const extra = val.filter((c) => !train.includes(c));
+  if (!missing.length && !extra.length) return;
+  const parts = [...(missing.length ? [`missing from ${valDir}: ${missing.join(', ')}`] : []), ...(extra.length ? [`not in ${trainDir}: ${extra.join(', ')}`] : [])];
+  throw new Error(`the class folders of ${valDir} must be those of ${trainDir} (labels are their sorted positions); ${parts.join('; ')}`);
+}
+
 /** PIL's CMYK to RGB conversion (Convert.c cmyk2rgb), which torchvision's loader applies via convert('RGB'). */
 function cmykToRgb(cmyk: Uint8Array, pixels: number): Uint8Array {
   const out = new Uint8Array(pixels * 3);

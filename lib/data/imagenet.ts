@@ -3,8 +3,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { stack, tensor } from '../creation.ts';
-import { interpolateBilinear, pad } from '../nn/functional.ts';
 import { tidy, type Device, type Tensor } from '../tensor.ts';
+import { centerCrop, normalize, resize } from './transforms.ts';
 import { compareCodePoints, isImageFile, listImageFolder, type DecodedImage } from './image-folder.ts';
 import { IMAGENET_CATEGORIES, IMAGENET_WNIDS } from './imagenet-classes.ts';
 
@@ -31,57 +31,22 @@ export function defaultResize(weightsPath: string): number {
   return RESIZE_232.some((k) => name.startsWith(k)) || /(^|[^a-z0-9])v2([^a-z0-9]|$)/.test(name) ? 232 : 256;
 }
 
-/** [height, width] after resizing the shorter side to `size` (torchvision's _compute_resized_output_size). */
-export function resizedSize(height: number, width: number, size: number): [number, number] {
-  const [short, long] = width <= height ? [width, height] : [height, width];
-  const newLong = Math.trunc((size * long) / short);
-  return width <= height ? [newLong, size] : [size, newLong];
-}
-
 /** Resizes and center-crops one decoded image: [3, crop, crop] float32 holding whole values 0..255. */
-export function resizeCrop(img: DecodedImage, { resize, crop, device = 'cpu' }: EvalTransform): Tensor {
+export function resizeCrop(img: DecodedImage, { resize: size, crop, device = 'cpu' }: EvalTransform): Tensor {
   const { width, height } = img;
   if (img.data.length !== width * height * 3) throw new Error(`image data holds ${img.data.length} bytes, expected ${width}x${height}x3`);
   return tidy(() => {
-    let x = tensor(img.data, { shape: [height, width, 3], dtype: 'uint8' }).to(device).permute(2, 0, 1).unsqueeze(0).float();
-    const [h, w] = resizedSize(height, width, resize);
+    const x = tensor(img.data, { shape: [height, width, 3], dtype: 'uint8' }).to(device).permute(2, 0, 1).unsqueeze(0).float();
     // torchvision resizes uint8 tensors in float and rounds back to uint8; PIL also yields uint8.
-    if (h !== height || w !== width) x = interpolateBilinear(x, [h, w], { antialias: true }).round().clamp(0, 255);
-    return centerCrop(x, crop).squeeze(0).contiguous();
+    const resized = resize(size)(x).round().clamp(0, 255);
+    return centerCrop(crop, { pad: true })(resized).squeeze(0).contiguous();
   });
 }
 
-/** torchvision's center_crop of an [N, C, H, W] tensor: zero padding when the image is smaller, then the centre. */
-export function centerCrop(x: Tensor, crop: number): Tensor {
-  let [, , h, w] = x.shape as [number, number, number, number];
-  if (crop > w || crop > h) {
-    const pw = Math.max(crop - w, 0);
-    const ph = Math.max(crop - h, 0);
-    x = pad(x, [pw >> 1, (pw + 1) >> 1, ph >> 1, (ph + 1) >> 1]);
-    [, , h, w] = x.shape as [number, number, number, number];
-  }
-  return x.narrow(2, roundHalfEven((h - crop) / 2), crop).narrow(3, roundHalfEven((w - crop) / 2), crop);
-}
-
-// Python's round(): halves go to the even neighbour.
-function roundHalfEven(v: number): number {
-  const f = Math.floor(v);
-  return v - f === 0.5 ? (f % 2 === 0 ? f : f + 1) : Math.round(v);
-}
-
-/** Scales a [N, 3, H, W] batch of 0..255 values to [0, 1] and normalizes with ImageNet's mean and std. */
-export function normalize(x: Tensor): Tensor {
-  return tidy(() => {
-    const mean = tensor(IMAGENET_MEAN as number[], { shape: [1, 3, 1, 1], device: x.device });
-    const std = tensor(IMAGENET_STD as number[], { shape: [1, 3, 1, 1], device: x.device });
-    return x.div(255).sub(mean).div(std);
-  });
-}
-
-/** torchvision's eval preset on a batch of decoded images: [N, 3, crop, crop], normalized. */
+/** torchvision's eval preset on a batch of decoded images: [N, 3, crop, crop], scaled to [0, 1] and normalized with ImageNet's mean and std. */
 export function evalBatch(images: readonly DecodedImage[], t: EvalTransform): Tensor {
   if (images.length === 0) throw new Error('evalBatch: no images');
-  return tidy(() => normalize(stack(images.map((img) => resizeCrop(img, t)))));
+  return tidy(() => normalize(IMAGENET_MEAN, IMAGENET_STD)(stack(images.map((img) => resizeCrop(img, t))).div(255)));
 }
 
 // ---- ground truth ----

@@ -60,21 +60,43 @@ export function normalize(mean: readonly number[], std: readonly number[]): Tran
   });
 }
 
-/** Resizes so the shorter side is `size`, keeping the aspect ratio (bilinear, antialiased, as torchvision). */
+/** [height, width] after resizing the shorter side to `size` (torchvision's _compute_resized_output_size). */
+export function resizedSize(height: number, width: number, size: number): [number, number] {
+  const [short, long] = width <= height ? [width, height] : [height, width];
+  const newLong = Math.trunc((size * long) / short);
+  return width <= height ? [newLong, size] : [size, newLong];
+}
+
+/** Resizes so the shorter side is `size`, keeping the aspect ratio (bilinear, antialiased; unchanged at that size already, as torchvision). */
 export function resize(size: number): Transform {
   return (x) => {
     const [, , h, w] = check4d(x, 'resize');
-    const [oh, ow] = h <= w ? [size, Math.floor((size * w) / h)] : [Math.floor((size * h) / w), size];
-    return F.interpolateBilinear(x, [oh, ow], { antialias: true });
+    const [oh, ow] = resizedSize(h, w, size);
+    return oh === h && ow === w ? x.clone() : F.interpolateBilinear(x, [oh, ow], { antialias: true });
   };
 }
 
-/** The central size x size window (torchvision's rounding of the offsets). */
-export function centerCrop(size: number): Transform {
+// Python's round(), which torchvision uses for crop offsets and sizes: halves go to the even neighbour.
+function roundHalfEven(v: number): number {
+  const f = Math.floor(v);
+  return v - f === 0.5 ? (f % 2 === 0 ? f : f + 1) : Math.round(v);
+}
+
+/**
+ * The central size x size window, offsets rounded as torchvision's center_crop. A smaller image is an
+ * error, or with `pad` zero-padded first (torchvision pads).
+ */
+export function centerCrop(size: number, { pad = false }: { pad?: boolean } = {}): Transform {
   return (x) => {
-    const [, , h, w] = check4d(x, 'centerCrop');
-    if (size > h || size > w) throw new Error(`centerCrop: size ${size} exceeds the image ${h}x${w}`);
-    return x.narrow(2, Math.round((h - size) / 2), size).narrow(3, Math.round((w - size) / 2), size);
+    let [, , h, w] = check4d(x, 'centerCrop');
+    if (size > h || size > w) {
+      if (!pad) throw new Error(`centerCrop: size ${size} exceeds the image ${h}x${w}`);
+      const pw = Math.max(size - w, 0);
+      const ph = Math.max(size - h, 0);
+      x = F.pad(x, [pw >> 1, (pw + 1) >> 1, ph >> 1, (ph + 1) >> 1]);
+      [, , h, w] = x.shape as [number, number, number, number];
+    }
+    return x.narrow(2, roundHalfEven((h - size) / 2), size).narrow(3, roundHalfEven((w - size) / 2), size);
   };
 }
 
@@ -99,15 +121,15 @@ function cropBox(h: number, w: number, scale: [number, number], ratio: [number, 
   for (let t = 0; t < 10; t++) {
     const target = area * rng.uniform(scale[0], scale[1]);
     const aspect = Math.exp(rng.uniform(logRatio[0], logRatio[1]));
-    const cw = Math.round(Math.sqrt(target * aspect));
-    const ch = Math.round(Math.sqrt(target / aspect));
+    const cw = roundHalfEven(Math.sqrt(target * aspect));
+    const ch = roundHalfEven(Math.sqrt(target / aspect));
     if (cw > 0 && cw <= w && ch > 0 && ch <= h) return [rng.int(h - ch + 1), rng.int(w - cw + 1), ch, cw];
   }
   const inRatio = w / h;
   let cw = w;
   let ch = h;
-  if (inRatio < ratio[0]) ch = Math.round(w / ratio[0]);
-  else if (inRatio > ratio[1]) cw = Math.round(h * ratio[1]);
+  if (inRatio < ratio[0]) ch = roundHalfEven(w / ratio[0]);
+  else if (inRatio > ratio[1]) cw = roundHalfEven(h * ratio[1]);
   return [Math.floor((h - ch) / 2), Math.floor((w - cw) / 2), ch, cw];
 }
 

@@ -1,9 +1,9 @@
 // An experiment's outputs: table.md (one row a run) and report.html — every run's training error (thin,
-// dashed) and test error (bold) against the epoch on one chart, as the papers draw them; Chart.js's UMD
-// bundle is inlined so the page opens without network access.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+// dashed) and test error (bold) against the epoch on one chart, as the papers draw them; one
+// self-contained page. Each file is replaced atomically.
+import { join } from 'node:path';
+import { writeFileAtomically } from '../io/atomic.ts';
+import { chartBundle, esc, scriptJson } from '../train/html.ts';
 import type { ExperimentResults } from './run.ts';
 
 /** Line colours, one a run (matplotlib's tab10, distinct from each other and from the greys of the axes). */
@@ -11,12 +11,6 @@ export const PALETTE: readonly (readonly [number, number, number])[] = [
   [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
 ];
 const rgb = (i: number): string => `rgb(${PALETTE[i % PALETTE.length]!.join(', ')})`;
-
-let chartJs: string | undefined;
-function chartBundle(): string {
-  chartJs ??= readFileSync(join(dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js'), 'utf8');
-  return chartJs;
-}
 
 const pct = (x: number): string => `${(100 * x).toFixed(2)} %`;
 const verdict = (r: boolean | null): string => (r === true ? 'reproduced' : r === false ? 'not reproduced' : 'partly reproduced');
@@ -49,10 +43,6 @@ export function tableMarkdown(res: ExperimentResults): string {
     '',
   ].join('\n');
 }
-
-/** JSON safe inside a <script> element. */
-const scriptJson = (v: unknown): string => JSON.stringify(v).replace(/</g, '\\u003c');
-const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** Writes report.html for an experiment's results. */
 export function writeExperimentReport(path: string, res: ExperimentResults): void {
@@ -89,14 +79,14 @@ new Chart(document.getElementById('errors'), {
 });
 </script></body></html>
 `;
-  writeFileSync(path, html);
+  writeFileAtomically(path, html);
 }
 
 /** Writes DIR/<experiment>/results.json, table.md and report.html. */
 export function writeExperimentOutputs(dir: string, res: ExperimentResults): { results: string; table: string; report: string } {
   const paths = { results: join(dir, 'results.json'), table: join(dir, 'table.md'), report: join(dir, 'report.html') };
-  writeFileSync(paths.results, JSON.stringify(res, null, 2) + '\n');
-  writeFileSync(paths.table, tableMarkdown(res));
+  writeFileAtomically(paths.results, JSON.stringify(res, null, 2) + '\n');
+  writeFileAtomically(paths.table, tableMarkdown(res));
   writeExperimentReport(paths.report, res);
   return paths;
 }

@@ -2,6 +2,7 @@
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { writeAll } from './fd.ts';
 
 /** Writes through a temporary file in the same directory, fsyncs it and renames it over path. */
 export function writeAtomically(path: string, write: (fd: number) => void): void {
@@ -9,7 +10,6 @@ export function writeAtomically(path: string, write: (fd: number) => void): void
   const fd = openSync(tmp, 'wx');
   try {
     write(fd);
-    pauseForCrashTests();
     fsyncSync(fd);
   } catch (err) {
     closeSync(fd);
@@ -32,11 +32,8 @@ export function writeAtomically(path: string, write: (fd: number) => void): void
   }
 }
 
-/**
- * RESNET_TS_TEST_WRITE_PAUSE_MS holds every atomic write between writing the temporary file and
- * renaming it, so the crash-safety tests can SIGKILL a process in the middle of a checkpoint write.
- */
-function pauseForCrashTests(): void {
-  const ms = Number(process.env.RESNET_TS_TEST_WRITE_PAUSE_MS ?? 0);
-  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+/** Replaces path with text or bytes atomically (a full disk leaves the old file, not a truncated one). */
+export function writeFileAtomically(path: string, data: string | Uint8Array): void {
+  const buf = typeof data === 'string' ? Buffer.from(data) : data;
+  writeAtomically(path, (fd) => writeAll(fd, buf));
 }

@@ -2,4 +2,4 @@
 export { loadSafetensors, saveSafetensors, readSafetensorsHeader } from './safetensors.ts';
 export type { SafetensorsEntry, SafetensorsHeader } from './safetensors.ts';
 export { loadPth } from './pth.ts';
-export { writeAtomically } from './atomic.ts';
+export { writeAtomically, writeFileAtomically } from './atomic.ts';

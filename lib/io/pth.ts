@@ -1,9 +1,10 @@
 // State dicts saved by torch.save (the zip format since PyTorch 1.6): `<archive>/data.pkl` is a pickle
 // whose tensors point, by persistent id, at raw storages stored as `<archive>/data/<key>`. The pickle
 // is read by the allow-list unpickler, so a file can describe tensors but never run anything.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { native } from '../native.ts';
 import { Tensor, dtypeOf, type DType } from '../tensor.ts';
+import { openRegular } from './open.ts';
 import { Global, Tuple, unpickle } from './pickle.ts';
 import { ZipReader } from './zip.ts';
 
@@ -12,6 +13,10 @@ const STORAGES: Record<string, [DType, number]> = {
   BFloat16Storage: ['bfloat16', 2], LongStorage: ['int64', 8], IntStorage: ['int32', 4],
   ShortStorage: ['int16', 2], CharStorage: ['int8', 1], ByteStorage: ['uint8', 1], BoolStorage: ['bool', 1],
 };
+// The heap the unpickler may build. A state dict's pickle is a small part of its file (resnet152's
+// is 115 KB of 242 MB and builds an estimated 1.8 MiB of objects), so the file's own size plus a
+// floor for small files leaves real files far inside, and keeps a bomb's peak near the file's size.
+const PICKLE_HEAP_FLOOR = 16 * 2 ** 20;
 // Where trainers commonly nest the state dict inside a checkpoint.
 const WRAPPERS = ['state_dict', 'model', 'model_state_dict', 'module'];
 
@@ -116,7 +121,7 @@ export function loadPth(path: string): Record<string, Tensor> {
     };
     let root: unknown;
     try {
-      root = unpickle(zip.read(pkls[0]!), { globals: GLOBALS, persistentLoad });
+      root = unpickle(zip.read(pkls[0]!), { globals: GLOBALS, persistentLoad, maxHeapBytes: PICKLE_HEAP_FLOOR + zip.size });
     } catch (err) {
       if ((err as Error).message.startsWith('loadPth:')) throw err;
       fail((err as Error).message);
@@ -129,7 +134,7 @@ export function loadPth(path: string): Record<string, Tensor> {
 
 // Zip archives start with a local header; a pickle protocol byte means the pre-1.6 legacy format.
 function checkMagic(path: string, fail: (msg: string) => never): void {
-  const fd = openSync(path, 'r');
+  const { fd } = openRegular(path, 'loadPth');
   const head = Buffer.alloc(4);
   let n: number;
   try {
@@ -156,7 +161,7 @@ function stateDictOf(root: unknown, fail: (msg: string) => never): Map<string, T
   const m = root as Map<unknown, unknown>;
   for (const w of WRAPPERS) if (isTensorDict(m.get(w))) return m.get(w) as Map<string, TensorRef>;
   const [k, v] = [...m].find(([key, t]) => typeof key !== 'string' || !(t instanceof TensorRef))!;
-  return fail(`not a state dict: key ${JSON.stringify(String(k))} holds ${describe(v)}, not a tensor ` +
+  return fail(`not a state dict: key ${typeof k === 'string' ? JSON.stringify(k) : describe(k)} holds ${describe(v)}, not a tensor ` +
     `(loadPth reads a dict of tensors, or a checkpoint holding one under ${WRAPPERS.map((w) => `'${w}'`).join(', ')})`);
 }
 
@@ -168,31 +173,41 @@ function describe(v: unknown): string {
   return v === null ? 'None' : `a ${typeof v}`;
 }
 
-// Reads each storage once, builds every tensor viewing it, then drops the bytes.
+// Reads each storage once into one tensor and makes every tensor that names it a view of it, as
+// torch.load does: tensors that share a storage in the file share it in memory, and a stride-0 view
+// of a one-element storage stays one element, so a load never holds more than the file's storage bytes.
 function materialize(zip: ZipReader, refs: Map<string, TensorRef>, fail: (msg: string) => never): Record<string, Tensor> {
   const uses = new Map<StorageRef, number>();
   for (const r of refs.values()) uses.set(r.storage, (uses.get(r.storage) ?? 0) + 1);
-  const bytes = new Map<StorageRef, Buffer>();
+  const storages = new Map<StorageRef, Tensor>();
   const out: Record<string, Tensor> = {};
   try {
     for (const [key, r] of refs) {
       const s = r.storage;
-      const data = bytes.get(s) ?? zip.read(s.entry);
-      bytes.set(s, data);
+      let storage = storages.get(s);
+      if (!storage) {
+        storage = new Tensor(native.fromBytes(zip.read(s.entry), [s.numel], dtypeOf(s.dtype)!));
+        storages.set(s, storage);
+      }
       let h;
       try {
-        h = native.fromStorage(data, dtypeOf(s.dtype)!, r.size, r.stride, r.offset);
+        h = native.fromStorage(storage.h, r.size, r.stride, r.offset);
       } catch (err) {
         fail(`tensor ${JSON.stringify(key)}: ${(err as Error).message}`);
       }
       Object.defineProperty(out, key, { value: new Tensor(h!), enumerable: true, writable: true, configurable: true });
       const left = uses.get(s)! - 1;
       uses.set(s, left);
-      if (!left) bytes.delete(s);
+      if (!left) {
+        storage.dispose();
+        storages.delete(s);
+      }
     }
   } catch (err) {
     for (const t of Object.values(out)) t.dispose();
     throw err;
+  } finally {
+    for (const t of storages.values()) t.dispose();
   }
   return out;
 }

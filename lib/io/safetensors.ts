@@ -1,10 +1,12 @@
 // The .safetensors format (8-byte little-endian header length, a JSON header, then raw little-endian
 // tensor bytes), read with every header field checked before any tensor memory is allocated, and
 // written atomically in the layout of the reference implementation (huggingface/safetensors).
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { native } from '../native.ts';
 import { Tensor, dtypeOf, type DType } from '../tensor.ts';
 import { writeAtomically } from './atomic.ts';
+import { readFully, writeAll } from './fd.ts';
+import { openRegular } from './open.ts';
 
 /** One tensor's entry in a safetensors header. */
 export interface SafetensorsEntry {
@@ -47,22 +49,15 @@ function fail(path: string, msg: string): never {
 }
 
 function readExactly(fd: number, buf: Buffer, position: number): void {
-  let done = 0;
-  while (done < buf.length) {
-    const n = readSync(fd, buf, done, buf.length - done, position + done);
-    if (n <= 0) throw new Error('unexpected end of file');
-    done += n;
-  }
+  if (readFully(fd, buf, position) < buf.length) throw new Error('unexpected end of file');
 }
 
 /** Reads and validates the header of a .safetensors file without touching the tensor data. */
 export function readSafetensorsHeader(path: string): SafetensorsHeader {
   if (typeof path !== 'string') throw new TypeError(`safetensors: path must be a string; got ${typeof path}`);
-  const fd = openSync(path, 'r');
+  const { fd, size: fileSize } = openRegular(path, 'safetensors');
   let json: Buffer;
-  let fileSize: number;
   try {
-    fileSize = fstatSync(fd).size;
     if (fileSize < 8) fail(path, `file of ${fileSize} bytes is too short for the 8-byte header length`);
     const lenBuf = Buffer.alloc(8);
     readExactly(fd, lenBuf, 0);
@@ -204,7 +199,3 @@ export function saveSafetensors(path: string, record: Record<string, Tensor>, me
   });
 }
 
-function writeAll(fd: number, buf: Uint8Array): void {
-  let done = 0;
-  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done);
-}

@@ -2,8 +2,10 @@
 // stored entries read at their offsets with the CRC checked. Hand-written because loadPth is
 // synchronous (yauzl is callback-only) and a state dict's storages should be read one at a time
 // rather than the whole archive loaded into memory; every offset is bounds-checked against the file.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
+import { readFully } from './fd.ts';
+import { openRegular } from './open.ts';
 
 /** One file in the archive's central directory. */
 export interface ZipEntry {
@@ -24,15 +26,15 @@ const LOCAL = 0x04034b50;
 /** An open zip archive; close() it when done. */
 export class ZipReader {
   readonly entries = new Map<string, ZipEntry>();
+  /** The archive's size in bytes. */
+  readonly size: number;
   private readonly fd: number;
-  private readonly size: number;
   private readonly what: string;
 
   constructor(path: string, what = path) {
     this.what = what;
-    this.fd = openSync(path, 'r');
+    ({ fd: this.fd, size: this.size } = openRegular(path, 'zip'));
     try {
-      this.size = fstatSync(this.fd).size;
       this.readDirectory();
     } catch (err) {
       closeSync(this.fd);
@@ -70,12 +72,7 @@ export class ZipReader {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size)
       this.fail(`${what} (${length} bytes at offset ${offset}) lies outside the ${this.size}-byte file`);
     const buf = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(this.fd, buf, done, length - done, offset + done);
-      if (n <= 0) this.fail(`unexpected end of file reading ${what}`);
-      done += n;
-    }
+    if (readFully(this.fd, buf, offset) < length) this.fail(`unexpected end of file reading ${what}`);
     return buf;
   }
 

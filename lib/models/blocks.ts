@@ -26,9 +26,12 @@ export class ZeroPadShortcut extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const sub = this.stride === 1 ? x : x.slice(2, null, null, this.stride).slice(3, null, null, this.stride);
+    if (this.stride === 1) return F.pad(x, [0, 0, 0, 0, 0, this.outPlanes - this.inPlanes]);
+    const rows = x.slice(2, null, null, this.stride);
+    const sub = rows.slice(3, null, null, this.stride);
     const out = F.pad(sub, [0, 0, 0, 0, 0, this.outPlanes - this.inPlanes]);
-    if (sub !== x) sub.dispose();
+    rows.dispose();
+    sub.dispose();
     return out;
   }
 

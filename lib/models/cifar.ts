@@ -50,15 +50,15 @@ function shortcutFor(kind: 'A' | 'B' | 'C', inPlanes: number, out: number, strid
  * blocks get a stem BN-ReLU; pre-activation nets instead end with a final BN-ReLU (`final_bn`).
  */
 export class CifarResNet extends Module {
-  readonly conv1: Conv2d;
-  readonly bn1: BatchNorm2d | null;
-  readonly relu: ReLU;
-  readonly layer1: Sequential;
-  readonly layer2: Sequential;
-  readonly layer3: Sequential;
-  readonly finalBn: BatchNorm2d | null;
-  readonly avgpool: AdaptiveAvgPool2d;
-  readonly fc: Linear;
+  conv1: Conv2d;
+  bn1: BatchNorm2d | null;
+  relu: ReLU;
+  layer1: Sequential;
+  layer2: Sequential;
+  layer3: Sequential;
+  finalBn: BatchNorm2d | null;
+  avgpool: AdaptiveAvgPool2d;
+  fc: Linear;
 
   constructor(spec: CifarSpec, opts: CifarOptions = {}) {
     super();

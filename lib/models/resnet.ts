@@ -29,16 +29,16 @@ export interface ResNetSpec {
 
 /** torchvision's ResNet: 7x7 stem, max-pool, four stages (64..512 planes), global average pool, fc. */
 export class ResNet extends Module {
-  readonly conv1: Conv2d;
-  readonly bn1: BatchNorm2d;
-  readonly relu: ReLU;
-  readonly maxpool: MaxPool2d;
-  readonly layer1: Sequential;
-  readonly layer2: Sequential;
-  readonly layer3: Sequential;
-  readonly layer4: Sequential;
-  readonly avgpool: AdaptiveAvgPool2d;
-  readonly fc: Linear;
+  conv1: Conv2d;
+  bn1: BatchNorm2d;
+  relu: ReLU;
+  maxpool: MaxPool2d;
+  layer1: Sequential;
+  layer2: Sequential;
+  layer3: Sequential;
+  layer4: Sequential;
+  avgpool: AdaptiveAvgPool2d;
+  fc: Linear;
   private inplanes = 64;
   private dilation = 1;
 

@@ -3,17 +3,35 @@ import { Tensor, keep, noGrad, deviceOf, type Device, type DType } from '../tens
 
 const FLOAT_DTYPES = new Set<DType>(['float32', 'float64', 'float16', 'bfloat16']);
 
+/** A state-dict entry whose shape differs between the checkpoint and the model. */
+export interface ShapeMismatch {
+  key: string;
+  checkpointShape: number[];
+  modelShape: number[];
+}
+
 /** What loadStateDict found besides the keys it copied (non-strict mode reports instead of throwing). */
 export interface LoadResult {
   missingKeys: string[];
   unexpectedKeys: string[];
+  /** Keys left as they were because their shapes differ (non-strict mode only; strict mode throws). */
+  mismatchedKeys: ShapeMismatch[];
+}
+
+/** A forward hook: sees a module's input and output; a returned tensor replaces the output (torch's register_forward_hook). */
+export type ForwardHook<M extends Module = Module> = (module: M, input: Tensor, output: Tensor) => Tensor | void;
+
+/** Removes the hook it was returned for. */
+export interface HookHandle {
+  remove(): void;
 }
 
 /**
  * Base class of layers and models, as torch.nn.Module: parameters, buffers and children are registered
  * by name in order, which fixes the state-dict keys (`layer1.0.conv1.weight`). Registered tensors are
  * keep()-ed, so tidy() never sweeps them; layers read them through param()/buffer() because to()
- * replaces them with moved copies.
+ * replaces them with moved copies. As in torch, assigning a Module to a property (`m.fc = new Linear(2048, 5)`)
+ * registers it as a child, or replaces the child of that name: every instance is a Proxy that sees the assignment.
  */
 export abstract class Module {
   /** Whether the module is in training mode (BatchNorm uses batch statistics, Dropout drops). */
@@ -21,6 +39,18 @@ export abstract class Module {
   private readonly params = new Map<string, Tensor>();
   private readonly bufs = new Map<string, Tensor>();
   private readonly children = new Map<string, Module>();
+  // Property names that hold a child registered under another name (CifarResNet.finalBn is 'final_bn').
+  private readonly aliases = new Map<string, string>();
+  private readonly hooks: ForwardHook[] = [];
+  private unhook?: () => void;
+  // The mode last asked for by train()/eval(); a frozen module stays in eval mode whatever it is.
+  private requestedTraining = true;
+  private isFrozen = false;
+
+  constructor() {
+    // The Proxy only traps writes: reads (every forward) go straight to the instance.
+    return new Proxy(this, CHILD_ASSIGNMENT);
+  }
 
   /** Computes the output; subclasses define it. */
   abstract forward(x: Tensor): Tensor;
@@ -44,8 +74,13 @@ export abstract class Module {
   protected registerModule<M extends Module>(name: string, m: M): M {
     if (!(m instanceof Module)) throw new TypeError(`${this.constructor.name}.registerModule: '${name}' is not a Module`);
     this.checkFree(name);
+    this.checkAcyclic(name, m);
     this.children.set(name, m);
     return m;
+  }
+
+  private checkAcyclic(name: string, m: Module): void {
+    if (m.modules().includes(this)) throw new Error(`${this.constructor.name}: '${name}' would contain the module itself (a cycle)`);
   }
 
   private checkFree(name: string): void {
@@ -72,6 +107,28 @@ export abstract class Module {
   /** Whether a parameter is registered here under name (optional ones such as a conv bias). */
   protected hasParam(name: string): boolean {
     return this.params.has(name);
+  }
+
+  /**
+   * Registers m as the child `name`, or replaces the child of that name (keeping its place in the state-dict
+   * order) and every property that pointed to it; returns the child it replaced. The replaced child is not
+   * disposed: it may still be in use.
+   */
+  setChild(name: string, m: Module): Module | undefined {
+    if (!(m instanceof Module)) throw new TypeError(`${this.constructor.name}.setChild: '${name}' must be a Module; got ${describe(m)}`);
+    const old = this.children.get(name);
+    if (old === m) return old;
+    if (!old) {
+      this.registerModule(name, m);
+      // Also as a property, unless the name is taken by something else (a method, a getter, a setting).
+      const own = Object.getOwnPropertyDescriptor(this, name);
+      if (own ? 'value' in own && own.value == null : !(name in this)) Reflect.set(this, name, m);
+      return undefined;
+    }
+    this.checkAcyclic(name, m);
+    this.children.set(name, m);
+    for (const key of Object.keys(this)) if (Reflect.get(this, key) === old) Reflect.set(this, key, m);
+    return old;
   }
 
   /** The child module registered under name. */
@@ -136,6 +193,34 @@ export abstract class Module {
     return false;
   }
 
+  /** Sets requiresGrad on every parameter of this module and its descendants (torch's requires_grad_); returns this. */
+  requiresGrad_(on = true): this {
+    for (const t of this.parameters()) t.requiresGrad_(on);
+    return this;
+  }
+
+  /**
+   * Stops training this module and its descendants: no gradients for their parameters, and eval mode that
+   * train() does not undo, so BatchNorm keeps its pretrained statistics (the usual fine-tuning recipe).
+   */
+  freeze(): this {
+    this.requiresGrad_(false);
+    for (const m of this.modules()) [m.isFrozen, m.training] = [true, false];
+    return this;
+  }
+
+  /** Undoes freeze() on this module and its descendants: parameters require grad, the mode is the one train()/eval() last set. */
+  unfreeze(): this {
+    this.requiresGrad_(true);
+    for (const m of this.modules()) [m.isFrozen, m.training] = [false, m.requestedTraining];
+    return this;
+  }
+
+  /** Whether freeze() holds this module. */
+  get frozen(): boolean {
+    return this.isFrozen;
+  }
+
   /** Total number of parameter elements. */
   numParameters({ trainableOnly = false } = {}): number {
     let n = 0;
@@ -158,14 +243,14 @@ export abstract class Module {
 
   /**
    * Copies a state dict into this module's tensors (converting dtype and device). Strict by default: missing
-   * or unexpected keys throw an Error listing them by name; shape mismatches always throw. A missing
-   * `num_batches_tracked` is accepted, as torch does for old checkpoints.
+   * or unexpected keys and shape mismatches throw an Error listing them by key. Non-strict mode copies what
+   * fits and reports the rest. A missing `num_batches_tracked` is accepted, as torch does for old checkpoints.
    */
   loadStateDict(sd: Record<string, Tensor>, { strict = true }: { strict?: boolean } = {}): LoadResult {
     if (!sd || typeof sd !== 'object') throw new TypeError('loadStateDict: expected a Record<string, Tensor>');
     const own = this.stateDict();
     const missingKeys: string[] = [];
-    const mismatches: string[] = [];
+    const mismatchedKeys: ShapeMismatch[] = [];
     const pairs: [Tensor, Tensor][] = [];
     for (const [k, dst] of Object.entries(own)) {
       const src = sd[k];
@@ -175,28 +260,26 @@ export abstract class Module {
       }
       if (!(src instanceof Tensor)) throw new TypeError(`loadStateDict: value of '${k}' is not a Tensor`);
       const [a, b] = [src.shape, dst.shape];
-      if (a.length !== b.length || a.some((v, i) => v !== b[i])) {
-        mismatches.push(`size mismatch for ${k}: copying a param with shape [${a.join(', ')}] from checkpoint, the shape in current model is [${b.join(', ')}]`);
-      } else {
-        pairs.push([dst, src]);
-      }
+      if (a.length !== b.length || a.some((v, i) => v !== b[i])) mismatchedKeys.push({ key: k, checkpointShape: [...a], modelShape: [...b] });
+      else pairs.push([dst, src]);
     }
     const unexpectedKeys = Object.keys(sd).filter((k) => !(k in own));
-    const problems = [
-      ...(strict && missingKeys.length ? [`Missing key(s) in state_dict: ${missingKeys.map((k) => `"${k}"`).join(', ')}`] : []),
-      ...(strict && unexpectedKeys.length ? [`Unexpected key(s) in state_dict: ${unexpectedKeys.map((k) => `"${k}"`).join(', ')}`] : []),
-      ...mismatches,
-    ];
+    const problems = strict ? [
+      ...(missingKeys.length ? [`Missing key(s) in state_dict: ${missingKeys.map((k) => `"${k}"`).join(', ')}`] : []),
+      ...(unexpectedKeys.length ? [`Unexpected key(s) in state_dict: ${unexpectedKeys.map((k) => `"${k}"`).join(', ')}`] : []),
+      ...mismatchedKeys.map(({ key, checkpointShape: a, modelShape: b }) =>
+        `size mismatch for ${key}: copying a param with shape [${a.join(', ')}] from checkpoint, the shape in current model is [${b.join(', ')}]`),
+    ] : [];
     if (problems.length) throw new Error(`Error(s) in loading state_dict for ${this.constructor.name}:\n\t${problems.join('\n\t')}`);
     noGrad(() => {
       for (const [dst, src] of pairs) dst.copy_(src);
     });
-    return { missingKeys, unexpectedKeys };
+    return { missingKeys, unexpectedKeys, mismatchedKeys };
   }
 
-  /** Sets training mode on this module and every descendant. */
+  /** Sets training mode on this module and every descendant (frozen ones stay in eval mode). */
   train(on = true): this {
-    for (const m of this.modules()) m.training = on;
+    for (const m of this.modules()) [m.requestedTraining, m.training] = [on, on && !m.isFrozen];
     return this;
   }
 
@@ -252,6 +335,44 @@ export abstract class Module {
     for (const t of this.parameters()) t.grad = null;
   }
 
+  /**
+   * Calls hook(module, input, output) after every forward of this module, in registration order; a tensor
+   * the hook returns replaces the output. The first hook wraps forward, and removing the last restores it.
+   */
+  registerForwardHook(hook: ForwardHook<this>): HookHandle {
+    if (typeof hook !== 'function') throw new TypeError(`${this.constructor.name}.registerForwardHook: expected a function`);
+    const hooks = this.hooks as ForwardHook<this>[];
+    if (hooks.length === 0) {
+      // An own forward (rare) is put back when the last hook goes; otherwise the prototype's shows again.
+      const own = Object.getOwnPropertyDescriptor(this, 'forward');
+      const inner = this.forward;
+      const self = this;
+      Object.defineProperty(this, 'forward', {
+        configurable: true,
+        writable: true,
+        value: function hooked(x: Tensor): Tensor {
+          let y = inner.call(self, x);
+          for (const h of [...hooks]) {
+            const r = h(self, x, y);
+            if (r !== undefined && !(r instanceof Tensor)) throw new TypeError(`forward hook of ${self.constructor.name} returned ${describe(r)}; return a Tensor or nothing`);
+            y = r ?? y;
+          }
+          return y;
+        },
+      });
+      this.unhook = () => (own ? Object.defineProperty(this, 'forward', own) : delete (this as { forward?: unknown }).forward);
+    }
+    hooks.push(hook);
+    return {
+      remove: () => {
+        const i = hooks.indexOf(hook);
+        if (i < 0) return;
+        hooks.splice(i, 1);
+        if (hooks.length === 0) this.unhook?.();
+      },
+    };
+  }
+
   /** Calls fn on every descendant and then this module (torch's apply order); returns this. */
   apply(fn: (m: Module) => void): this {
     for (const [, c] of this.children) c.apply(fn);
@@ -275,4 +396,52 @@ export abstract class Module {
   protected extraRepr(): string {
     return '';
   }
+}
+
+function describe(v: unknown): string {
+  return v === null ? 'null' : typeof v === 'object' ? (v as object).constructor?.name ?? 'object' : typeof v;
+}
+
+// Whether name is a getter/setter somewhere on the prototype chain (such properties are the class's business).
+function isAccessor(obj: object, name: string): boolean {
+  for (let o: object | null = obj; o; o = Object.getPrototypeOf(o)) {
+    const d = Object.getOwnPropertyDescriptor(o, name);
+    if (d) return d.get !== undefined || d.set !== undefined;
+  }
+  return false;
+}
+
+/**
+ * Assigning a Module to a property registers it (torch's __setattr__): an existing child of that name is
+ * replaced in place, a property naming a child under another name replaces that child, and a new name becomes
+ * a new child. Writing anything but a Module over a child throws, since the state dict would keep the old one.
+ */
+const CHILD_ASSIGNMENT: ProxyHandler<Module> = {
+  set(target, prop, value, receiver) {
+    if (typeof prop === 'string') assignChild(target, prop, value);
+    return Reflect.set(target, prop, value, receiver);
+  },
+  defineProperty(target, prop, desc) {
+    if (typeof prop === 'string' && 'value' in desc) assignChild(target, prop, desc.value);
+    return Reflect.defineProperty(target, prop, desc);
+  },
+};
+
+function assignChild(target: Module, prop: string, value: unknown): void {
+  const internals = target as unknown as { children: Map<string, Module>; aliases: Map<string, string> };
+  const name = internals.aliases.get(prop) ?? prop;
+  const current = internals.children.get(name);
+  if (current) {
+    if (value === current) return;
+    if (!(value instanceof Module)) {
+      throw new TypeError(`${target.constructor.name}.${prop} is a child module; assign a Module (e.g. nn.Identity()), not ${describe(value)}`);
+    }
+    (target as unknown as { checkAcyclic(n: string, m: Module): void }).checkAcyclic(name, value);
+    internals.children.set(name, value);
+    return;
+  }
+  if (!(value instanceof Module) || isAccessor(target, prop)) return;
+  const registeredAs = [...internals.children].find(([, m]) => m === value)?.[0];
+  if (registeredAs !== undefined) internals.aliases.set(prop, registeredAs);
+  else (target as unknown as { registerModule(n: string, m: Module): Module }).registerModule(prop, value);
 }

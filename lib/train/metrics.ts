@@ -1,7 +1,8 @@
 // What a run reports: the epoch and step records (kept in the checkpoint, written to metrics.jsonl),
 // and a progress bar (cli-progress) with loss, accuracy, lr, images/s and ETA.
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
+import { writeFileAtomically } from '../io/atomic.ts';
 
 /** One epoch's results. */
 export interface EpochRecord {
@@ -37,10 +38,16 @@ export function checkPath(path: unknown, fn: string): void {
   if (typeof path !== 'string') throw new TypeError(`${fn}: path must be a string; got ${typeof path}`);
 }
 
-/** Rewrites metrics.jsonl with the given history (one JSON object a line). */
+/** Rewrites metrics.jsonl with the given history (one JSON object a line), atomically. */
 export function writeMetrics(path: string, history: readonly MetricRecord[]): void {
   checkPath(path, 'writeMetrics');
-  writeFileSync(path, history.map((r) => JSON.stringify(r) + '\n').join(''));
+  writeFileAtomically(path, history.map((r) => JSON.stringify(r) + '\n').join(''));
+}
+
+/** The records of a metrics.jsonl. */
+export function readMetrics(path: string): MetricRecord[] {
+  checkPath(path, 'readMetrics');
+  return readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as MetricRecord);
 }
 
 /** Appends one record to metrics.jsonl. */

@@ -1,22 +1,11 @@
-// DIR/report.html: loss and accuracy curves (train and test) drawn by Chart.js, whose UMD bundle is
-// inlined so the page is one self-contained file that opens without network access.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+// DIR/report.html: loss and accuracy curves (train and test) drawn by Chart.js, and the summary's
+// numbers; one self-contained page, replaced atomically.
+import { writeFileAtomically } from '../io/atomic.ts';
+import { chartBundle, esc, scriptJson } from './html.ts';
 import { checkPath, type EpochRecord, type MetricRecord, type StepRecord } from './metrics.ts';
 
-let chartJs: string | undefined;
-function chartBundle(): string {
-  chartJs ??= readFileSync(join(dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js'), 'utf8');
-  return chartJs;
-}
-
-/** JSON safe inside a <script> element. */
-const scriptJson = (v: unknown): string => JSON.stringify(v).replace(/</g, '\\u003c');
-const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
-
-/** Writes the HTML report for a run's history and summary. */
-export function writeReport(path: string, title: string, history: readonly MetricRecord[], summary: Record<string, unknown>): void {
+/** Writes the HTML report for a run's history and summary (its scalar fields become the table). */
+export function writeReport(path: string, title: string, history: readonly MetricRecord[], summary: object): void {
   checkPath(path, 'writeReport');
   const epochs = history.filter((r): r is EpochRecord => r.kind === 'epoch');
   const steps = history.filter((r): r is StepRecord => r.kind === 'step');
@@ -57,5 +46,5 @@ for (const id of ['loss', 'accuracy']) {
 }
 </script></body></html>
 `;
-  writeFileSync(path, html);
+  writeFileAtomically(path, html);
 }

@@ -1,45 +1,55 @@
-// The training loop: fit() trains and evaluates epoch by epoch, reports progress, writes metrics,
-// the report and a checkpoint each epoch (and when asked to stop), and resumes from one exactly.
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { Tensor, autocast, dispose, noGrad, tidy, type Device } from '../tensor.ts';
-import * as F from '../nn/functional.ts';
+// The training loop: fit() trains and evaluates epoch by epoch, writes metrics, the report and a
+// checkpoint each epoch (and when asked to stop) into its RunFiles, and resumes from one exactly.
+import type { Device, Tensor } from '../tensor.ts';
+import type { Amp } from '../device.ts';
 import type { Module } from '../nn/module.ts';
 import type { Optimizer } from '../optim/optimizer.ts';
 import type { LRScheduler } from '../optim/schedule.ts';
 import { GradScaler } from '../optim/grad-scaler.ts';
-import { clipGradNorm } from '../optim/clip.ts';
 import type { DataLoader } from '../data/loader.ts';
-import { loadCheckpoint, saveCheckpoint, type TrainState } from './checkpoint.ts';
-import { Progress, appendMetric, writeMetrics, type EpochRecord, type MetricRecord } from './metrics.ts';
-import { writeReport } from './report.ts';
-import { allreduce, rank as distRank, worldSize as distWorldSize, type DistributedDataParallel } from '../distributed/index.ts';
-import { tensor } from '../creation.ts';
-
-export type Amp = 'bf16' | 'fp16';
+import { rank as distRank, worldSize as distWorldSize, type DistributedDataParallel } from '../distributed/index.ts';
+import { Progress, type EpochRecord, type MetricRecord } from './metrics.ts';
+import { recipeDifferences, type Recipe } from './recipe.ts';
+import { RunFiles } from './run-files.ts';
+import { summarize, type ConfigValue, type RunSummary } from './summary.ts';
+import { eagerStep, type StepFactory } from './step.ts';
+import { evaluate } from './evaluate.ts';
+import { freshRunning, trainEpoch, type FitState } from './epoch.ts';
+import { overRanks } from './ranks.ts';
 
 export interface FitOptions {
   model: Module;
   optimizer: Optimizer<{ lr: number }>;
-  scheduler: LRScheduler;
-  trainLoader: DataLoader;
-  testLoader?: DataLoader;
+  schedule: LRScheduler;
+  train: DataLoader;
+  test?: DataLoader;
   epochs: number;
   /** Where metrics.jsonl, summary.json, report.html and checkpoint.safetensors go. */
   outDir: string;
   resume?: boolean;
+  /** Resume even when the checkpoint was made with a different recipe or world size. */
+  forceResume?: boolean;
   labelSmoothing?: number;
   clipGradNorm?: number;
   amp?: Amp;
+  /** Created for fp16 when not given. */
+  scaler?: GradScaler;
   device?: Device;
-  /** Name and flags recorded in summary.json. */
+  /** Kept in the checkpoint; resuming with a different one is refused (ResumeMismatchError). */
+  recipe?: Recipe;
+  /** Name recorded in summary.json (default: the recipe's model). */
   modelName?: string;
-  config?: Record<string, unknown>;
+  /** Flags recorded in summary.json. */
+  config?: { readonly [k: string]: ConfigValue };
   /** Steps per point of the training-loss curve. */
   logEvery?: number;
   quiet?: boolean;
   /** Polled after every step; true saves a checkpoint and returns with interrupted set. */
   shouldStop?: () => boolean;
+  /** Makes the training step (default: eagerStep). */
+  step?: StepFactory;
+  /** The forward evaluate() scores (default: the model's). */
+  evalForward?: (x: Tensor) => Tensor;
   /**
    * Data-parallel training: forward through ddp (rank 0's buffers), gradients averaged over ranks
    * after backward, metrics summed over ranks; only rank 0 writes files. The loaders must be
@@ -49,230 +59,100 @@ export interface FitOptions {
 }
 
 export interface FitResult {
-  summary: Record<string, unknown>;
+  summary: RunSummary;
+  /** The step and epoch records of the whole run (as metrics.jsonl holds them). */
+  history: readonly MetricRecord[];
   interrupted: boolean;
 }
 
-/** A NaN or infinite loss; the last checkpoint written is left as it was. */
-export class NonFiniteLossError extends Error {}
-
-interface Running {
-  lossSum: number;
-  top1: number;
-  top5: number;
-  seen: number;
-  windowLoss: number;
-  windowSteps: number;
-}
-
-interface State extends TrainState {
-  history: MetricRecord[];
-  running: Running;
-  wallTime: number;
-}
-
-const freshRunning = (): Running => ({ lossSum: 0, top1: 0, top5: 0, seen: 0, windowLoss: 0, windowSteps: 0 });
-
-/** Correct top-1 and top-k predictions in a batch. */
-function topkCorrect(logits: Tensor, y: Tensor, k: number): [number, number] {
-  return tidy(() => {
-    const hit = logits.topk(Math.min(k, logits.shape[1]!), 1).indices.eq(y.unsqueeze(1)).to('float32');
-    return [hit.select(1, 0).sum().item(), hit.sum().item()];
-  });
-}
-
-function forward(model: Module | DistributedDataParallel<Module>, x: Tensor, amp: Amp | undefined, device: Device): Tensor {
-  if (!amp) return model.forward(x);
-  const out = autocast(() => model.forward(x), { dtype: amp === 'bf16' ? 'bfloat16' : 'float16', device: device.startsWith('cuda') ? 'cuda' : 'cpu' });
-  return out.to('float32');
-}
-
-/** Sums of numbers over all ranks (the numbers themselves when not distributed). */
-function sumOverRanks(values: number[], op: 'sum' | 'max' = 'sum'): number[] {
-  if (distWorldSize() === 1) return values;
-  return tidy(() => {
-    const t = tensor(values, { dtype: 'float64' });
-    allreduce([t], op);
-    return Array.from(t.toArray() as Float64Array);
-  });
-}
-
-/** Mean loss and top-1/top-5 accuracy (fractions) of a model over a loader, in eval mode. */
-export async function evaluate(model: Module, loader: DataLoader, { amp, device = 'cpu', labelSmoothing = 0 }: { amp?: Amp; device?: Device; labelSmoothing?: number } = {}): Promise<{ loss: number; top1: number; top5: number; images: number }> {
-  const wasTraining = model.training;
-  model.eval();
-  let loss = 0;
-  let top1 = 0;
-  let top5 = 0;
-  let n = 0;
-  try {
-    for await (const b of loader.epoch(0)) {
-      noGrad(() => tidy(() => {
-        const logits = forward(model, b.x, amp, device);
-        loss += F.crossEntropy(logits, b.y, { labelSmoothing, reduction: 'sum' }).item();
-        const [c1, c5] = topkCorrect(logits, b.y, 5);
-        top1 += c1;
-        top5 += c5;
-        n += b.y.shape[0]!;
-      }));
-      dispose([b.x, b.y]);
-    }
-  } finally {
-    model.train(wasTraining);
+/** --resume of a checkpoint made with another recipe or world size; `differences` names the fields. */
+export class ResumeMismatchError extends Error {
+  constructor(readonly differences: { field: keyof Recipe | 'worldSize'; saved: unknown; now: unknown }[]) {
+    super(`the checkpoint was made with a different ${differences.map((d) => `${d.field} (${JSON.stringify(d.saved)}, now ${JSON.stringify(d.now)})`).join(', ')}`);
   }
-  const sums = sumOverRanks([loss, top1, top5, n]);
-  [loss, top1, top5, n] = [sums[0]!, sums[1]!, sums[2]!, sums[3]!];
-  return { loss: loss / n, top1: top1 / n, top5: top5 / n, images: n };
 }
 
-const yieldToEvents = (): Promise<void> => new Promise((r) => setImmediate(r));
+/** Restores a checkpoint into the run, after refusing one of a different recipe or world size. */
+function resumeFrom(files: RunFiles, o: FitOptions, scaler: GradScaler | undefined, world: number): FitState {
+  const ck = files.readCheckpoint(o.model, o.optimizer);
+  try {
+    const st = ck.state;
+    const run = st.run ?? { history: [], running: freshRunning(), wallTime: 0, worldSize: world };
+    const diffs: ResumeMismatchError['differences'] = run.recipe && o.recipe ? recipeDifferences(run.recipe, o.recipe) : [];
+    if (run.worldSize !== world) diffs.push({ field: 'worldSize', saved: run.worldSize, now: world });
+    if (diffs.length && !o.forceResume) throw new ResumeMismatchError(diffs);
+    ck.apply();
+    o.schedule.loadStateDict(st.scheduler);
+    if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
+    // Mid-epoch sums are the totals over ranks: rank 0 resumes them, the others start from zero.
+    if (files.writer) return { ...st, run: { ...run, recipe: o.recipe, worldSize: world } };
+    return { ...st, run: { ...run, running: { ...freshRunning(), windowLoss: run.running.windowLoss, windowSteps: run.running.windowSteps }, recipe: o.recipe, worldSize: world } };
+  } finally {
+    ck.dispose();
+  }
+}
 
 /** Trains for o.epochs epochs (continuing a checkpoint with o.resume) and returns the summary. */
 export async function fit(o: FitOptions): Promise<FitResult> {
-  const { model, optimizer, scheduler, trainLoader, testLoader, epochs, outDir, device = 'cpu', amp, ddp } = o;
+  const { model, optimizer, schedule, epochs, device = 'cpu', amp, ddp } = o;
   const world = distWorldSize();
-  const main = distRank() === 0;
   if (world > 1 && !ddp) throw new Error('fit: a distributed process group is initialised but no ddp wrapper was given');
-  if (world > 1 && (!trainLoader.options.shard || (testLoader && !testLoader.options.shard))) throw new Error('fit: data-parallel training needs sharded loaders (LoaderOptions.shard)');
-  mkdirSync(outDir, { recursive: true });
-  const paths = {
-    checkpoint: join(outDir, 'checkpoint.safetensors'),
-    metrics: join(outDir, 'metrics.jsonl'),
-    summary: join(outDir, 'summary.json'),
-    report: join(outDir, 'report.html'),
-  };
-  // Temporary files of checkpoint writes cut short by a crash; the checkpoint itself is never partial.
-  if (main) for (const f of readdirSync(outDir)) if (/^\.checkpoint\.safetensors\..*\.tmp$/.test(f)) rmSync(join(outDir, f), { force: true });
-  const scaler = amp === 'fp16' ? new GradScaler() : undefined;
-  let st: State = { epoch: 0, batch: 0, globalStep: 0, scheduler: { steps: 0 }, history: [], running: freshRunning(), wallTime: 0 };
-  if (o.resume && existsSync(paths.checkpoint)) {
-    st = loadCheckpoint(paths.checkpoint, model, optimizer) as State;
-    scheduler.loadStateDict(st.scheduler);
-    if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
-    if (!main) st.running = { ...freshRunning(), windowLoss: st.running.windowLoss, windowSteps: st.running.windowSteps };
-  }
-  if (main) writeMetrics(paths.metrics, st.history);
+  if (world > 1 && (!o.train.options.shard || (o.test && !o.test.options.shard))) throw new Error('fit: data-parallel training needs sharded loaders (LoaderOptions.shard)');
+  const files = new RunFiles(o.outDir, distRank() === 0);
+  const scaler = o.scaler ?? (amp === 'fp16' ? new GradScaler() : undefined);
+  const st: FitState = o.resume && files.checkpointExists() ? resumeFrom(files, o, scaler, world)
+    : { epoch: 0, batch: 0, globalStep: 0, scheduler: { steps: 0 }, run: { history: [], running: freshRunning(), wallTime: 0, worldSize: world, recipe: o.recipe } };
+  files.startMetrics(st.run.history);
   const sessionStart = performance.now();
-  const wall = (): number => st.wallTime + (performance.now() - sessionStart) / 1000;
-  const save = (): void => {
-    // Mid-epoch running sums are per rank: the checkpoint holds their totals (rank 0 resumes them).
-    const [lossSum, top1, top5, seen] = sumOverRanks([st.running.lossSum, st.running.top1, st.running.top5, st.running.seen]);
-    if (!main) return;
-    const running = { ...st.running, lossSum: lossSum!, top1: top1!, top5: top5!, seen: seen! };
-    saveCheckpoint(paths.checkpoint, model, optimizer, { ...st, running, scheduler: scheduler.stateDict(), scaler: scaler?.stateDict(), wallTime: wall() });
+  const wall = (): number => st.run.wallTime + (performance.now() - sessionStart) / 1000;
+  // Mid-epoch running sums are per rank: the checkpoint holds their totals.
+  const save = (s: FitState): void => {
+    const [lossSum, top1, top5, seen] = overRanks([s.run.running.lossSum, s.run.running.top1, s.run.running.top5, s.run.running.seen]) as [number, number, number, number];
+    files.saveCheckpoint(model, optimizer, { ...s, scheduler: schedule.stateDict(), scaler: scaler?.stateDict(), run: { ...s.run, running: { ...s.run.running, lossSum, top1, top5, seen }, wallTime: wall() } });
   };
-  const progress = new Progress((o.quiet ?? false) || !main);
-  const logEvery = o.logEvery ?? 50;
-  const total = trainLoader.numBatches;
-  const params = model.parameters();
+  const summary = (): RunSummary => summarize(st.run.history, { steps: st.globalStep, wallTime: wall(), model: o.modelName ?? o.recipe?.model, worldSize: world, device, flags: o.config ?? {} });
+  const title = `${o.modelName ?? o.recipe?.model ?? 'model'} training report`;
+  const progress = new Progress((o.quiet ?? false) || !files.writer);
+  const step = (o.step ?? eagerStep)({ model, ddp, optimizer, scaler, clipGradNorm: o.clipGradNorm, labelSmoothing: o.labelSmoothing ?? 0, amp, device });
+  const epochOptions = { loader: o.train, step, schedule, optimizer, epochs, logEvery: o.logEvery ?? 50, progress, files, shouldStop: o.shouldStop };
   model.train();
-
-  const summarize = (): Record<string, unknown> => {
-    const eps = st.history.filter((r): r is EpochRecord => r.kind === 'epoch');
-    const last = eps[eps.length - 1];
-    const best = eps.reduce<EpochRecord | undefined>((b, r) => (r.testTop1 !== undefined && (!b || r.testTop1 > b.testTop1!) ? r : b), undefined);
-    return {
-      testAccuracy: last?.testTop1, testTop5: last?.testTop5, testLoss: last?.testLoss, trainAccuracy: last?.trainTop1, trainLoss: last?.trainLoss,
-      epochs: eps.length, bestEpoch: best ? best.epoch + 1 : undefined, bestTestAccuracy: best?.testTop1, steps: st.globalStep,
-      wallTime: Number(wall().toFixed(2)), model: o.modelName, worldSize: world, device, flags: o.config ?? {},
-    };
-  };
-
   for (; st.epoch < epochs; st.epoch++) {
-    const epochStart = performance.now();
-    const seenAtStart = st.running.seen;
-    progress.start(st.epoch, epochs, total, st.batch);
-    for await (const b of trainLoader.epoch(st.epoch, st.batch)) {
-      const lr = optimizer.groups[0]!.lr;
-      let stop = false;
-      const r = tidy(() => {
-        const logits = forward(ddp ?? model, b.x, amp, device);
-        const loss = F.crossEntropy(logits, b.y, { labelSmoothing: o.labelSmoothing ?? 0 });
-        let value = loss.item();
-        stop = o.shouldStop?.() ?? false;
-        if (world > 1) {
-          // Every rank must take the same decision, or the others would wait in a collective.
-          const [bad, halt] = sumOverRanks([Number.isFinite(value) ? 0 : 1, stop ? 1 : 0], 'max');
-          if (bad && Number.isFinite(value)) value = NaN;
-          stop = halt === 1;
-        }
-        if (!Number.isFinite(value)) return { value, c1: 0, c5: 0 };
-        optimizer.zeroGrad();
-        (scaler ? loss.mul(scaler.scale) : loss).backward();
-        ddp?.syncGradients();
-        if (scaler) {
-          scaler.step(optimizer);
-        } else {
-          if (o.clipGradNorm) clipGradNorm(params, o.clipGradNorm);
-          optimizer.step();
-        }
-        const [c1, c5] = topkCorrect(logits, b.y, 5);
-        return { value, c1, c5 };
-      });
-      const n = b.y.shape[0]!;
-      dispose([b.x, b.y]);
-      if (!Number.isFinite(r.value)) {
-        progress.stop();
-        const kept = existsSync(paths.checkpoint) ? `the last good checkpoint (${paths.checkpoint}) is kept` : 'no checkpoint had been written yet';
-        throw new NonFiniteLossError(`loss became ${r.value} at epoch ${st.epoch + 1}, step ${st.globalStep + 1} (lr ${lr}); training stopped and ${kept}. Try a lower --lr.`);
-      }
-      scheduler.step();
-      st.globalStep++;
-      st.batch++;
-      const run = st.running;
-      run.lossSum += r.value * n;
-      run.top1 += r.c1;
-      run.top5 += r.c5;
-      run.seen += n;
-      run.windowLoss += r.value;
-      run.windowSteps++;
-      if (run.windowSteps === logEvery || st.batch === total) {
-        const rec: MetricRecord = { kind: 'step', epoch: st.epoch, step: st.globalStep, x: st.epoch + st.batch / total, loss: run.windowLoss / run.windowSteps, lr };
-        st.history.push(rec);
-        if (main) appendMetric(paths.metrics, rec);
-        run.windowLoss = 0;
-        run.windowSteps = 0;
-      }
-      const secs = (performance.now() - epochStart) / 1000;
-      progress.update(st.batch, { loss: run.lossSum / run.seen, top1: run.top1 / run.seen, top5: run.top5 / run.seen, lr, ips: (run.seen - seenAtStart) / secs });
-      if (stop) {
-        progress.stop();
-        save();
-        if (main) progress.log(`stopped at epoch ${st.epoch + 1}, batch ${st.batch}/${total}; checkpoint saved to ${paths.checkpoint} (continue with --resume)`);
-        return { summary: summarize(), interrupted: true };
-      }
-      await yieldToEvents();
+    const end = await trainEpoch(st, epochOptions);
+    if (end.stopped) {
+      save(st);
+      progress.log(`stopped at epoch ${st.epoch + 1}, batch ${st.batch}/${o.train.numBatches}; checkpoint saved to ${files.paths.checkpoint} (continue with --resume)`);
+      return { summary: summary(), history: st.run.history, interrupted: true };
     }
-    progress.stop();
-    const trainSecs = (performance.now() - epochStart) / 1000;
-    const test = testLoader ? await evaluate(model, testLoader, { amp, device, labelSmoothing: o.labelSmoothing }) : undefined;
-    const [lossSum, top1, top5, seen, seenNow] = sumOverRanks([st.running.lossSum, st.running.top1, st.running.top5, st.running.seen, st.running.seen - seenAtStart]);
-    const run = { lossSum: lossSum!, top1: top1!, top5: top5!, seen: seen! };
-    const rec: EpochRecord = {
-      kind: 'epoch', epoch: st.epoch, step: st.globalStep, lr: optimizer.groups[0]!.lr,
-      trainLoss: run.lossSum / run.seen, trainTop1: run.top1 / run.seen, trainTop5: run.top5 / run.seen,
-      testLoss: test?.loss, testTop1: test?.top1, testTop5: test?.top5,
-      imagesPerSec: Number((seenNow! / trainSecs).toFixed(1)), epochTime: Number(((performance.now() - epochStart) / 1000).toFixed(2)),
-    };
-    st.history.push(rec);
-    if (main) appendMetric(paths.metrics, rec);
+    const test = o.test ? await evaluate(model, o.test, { amp, device, labelSmoothing: o.labelSmoothing, forward: o.evalForward }) : undefined;
+    const rec = epochRecord(st, end, test, optimizer.groups[0]!.lr);
+    st.run.history.push(rec);
+    files.appendMetric(rec);
+    progress.log(describeEpoch(rec, epochs));
     st.batch = 0;
-    st.running = freshRunning();
-    if (main) progress.log(
-      `epoch ${st.epoch + 1}/${epochs}: train loss ${rec.trainLoss.toFixed(4)} top1 ${(100 * rec.trainTop1).toFixed(2)}%` +
-        (test ? ` | test loss ${test.loss.toFixed(4)} top1 ${(100 * test.top1).toFixed(2)}% top5 ${(100 * test.top5).toFixed(2)}%` : '') +
-        ` | ${rec.imagesPerSec} img/s | ${rec.epochTime}s`,
-    );
-    const next = { ...st, epoch: st.epoch + 1 };
-    if (main) {
-      saveCheckpoint(paths.checkpoint, model, optimizer, { ...next, scheduler: scheduler.stateDict(), scaler: scaler?.stateDict(), wallTime: wall() });
-      writeReport(paths.report, `${o.modelName ?? 'model'} training report`, st.history, summarize());
-    }
+    st.run.running = freshRunning();
+    save({ ...st, epoch: st.epoch + 1 });
+    files.writeReport(title, st.run.history, summary());
   }
-  const summary = summarize();
-  if (main) {
-    writeFileSync(paths.summary, JSON.stringify(summary, null, 2) + '\n');
-    writeReport(paths.report, `${o.modelName ?? 'model'} training report`, st.history, summary);
-  }
-  return { summary, interrupted: false };
+  const s = summary();
+  files.writeSummary(s);
+  files.writeReport(title, st.run.history, s);
+  return { summary: s, history: st.run.history, interrupted: false };
+}
+
+/** The epoch's record: training sums over all ranks, the test numbers, throughput and time. */
+function epochRecord(st: FitState, end: { images: number; startedAt: number; trainSeconds: number }, test: { loss: number; top1: number; top5: number } | undefined, lr: number): EpochRecord {
+  const r = st.run.running;
+  const [lossSum, top1, top5, seen, images] = overRanks([r.lossSum, r.top1, r.top5, r.seen, end.images]) as [number, number, number, number, number];
+  return {
+    kind: 'epoch', epoch: st.epoch, step: st.globalStep, lr,
+    trainLoss: lossSum / seen, trainTop1: top1 / seen, trainTop5: top5 / seen,
+    testLoss: test?.loss, testTop1: test?.top1, testTop5: test?.top5,
+    imagesPerSec: Number((images / end.trainSeconds).toFixed(1)), epochTime: Number(((performance.now() - end.startedAt) / 1000).toFixed(2)),
+  };
+}
+
+function describeEpoch(rec: EpochRecord, epochs: number): string {
+  return `epoch ${rec.epoch + 1}/${epochs}: train loss ${rec.trainLoss.toFixed(4)} top1 ${(100 * rec.trainTop1).toFixed(2)}%` +
+    (rec.testTop1 !== undefined ? ` | test loss ${rec.testLoss!.toFixed(4)} top1 ${(100 * rec.testTop1).toFixed(2)}% top5 ${(100 * rec.testTop5!).toFixed(2)}%` : '') +
+    ` | ${rec.imagesPerSec} img/s | ${rec.epochTime}s`;
 }

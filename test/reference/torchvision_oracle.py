@@ -118,4 +118,5 @@ def main():
     print(json.dumps({'params': sum(p.numel() for p in m.parameters())}))
 
 
-main()
+if __name__ == '__main__':
+    main()
