@@ -3,7 +3,8 @@
 // ours/onnxruntime. Inference runs inference.optimize()'s fused model on the torchvision oracle's weights,
 // which PyTorch loads too and onnxruntime runs as the oracle's ONNX export. Writes bench.json.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
@@ -225,19 +226,30 @@ function child(cmd: string, args: string[], what: string): Side & { version?: st
 /** PyTorch's side of one case, in a fresh Python process. */
 const runTorch = (c: Case): Side => child(lib.python!, [join(import.meta.dirname, 'bench_torch.py'), JSON.stringify(c)], `PyTorch side of '${c.name}'`);
 
+/** Whether a package is installed where this script would import it from (a checkout's or an app's node_modules). */
+function resolvable(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 let onnxVersion: string | undefined;
 /** onnxruntime-node's side of an inference case (always float32: its CPU provider has no bf16 convolutions), in a fresh Node process. */
 function runOnnx(c: Case): Side {
   const spec = { onnx: c.onnx, batch: c.batch, size: c.size, threads: c.threads, iters: c.iters, warmup: c.warmup };
-  const r = child(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'bench_onnx.ts'), JSON.stringify(spec)], `onnxruntime side of '${c.name}'`);
+  const script = import.meta.url.endsWith('.ts') ? ['--import', 'tsx', join(import.meta.dirname, 'bench_onnx.ts')] : [join(import.meta.dirname, 'bench_onnx.js')];
+  const r = child(process.execPath, [...script, JSON.stringify(spec)], `onnxruntime side of '${c.name}'`);
   onnxVersion = r.version;
   return r;
 }
 
 const list = cases();
 attachWeights(list);
-if (withOnnx && list.some((c) => c.kind === 'infer') && !existsSync(join(import.meta.dirname, '..', 'node_modules', 'onnxruntime-node'))) {
-  console.error('bench: onnxruntime-node is not installed (npm ci installs it as a devDependency); use --no-onnx to leave it out');
+if (withOnnx && list.some((c) => c.kind === 'infer') && !resolvable('onnxruntime-node')) {
+  console.error('bench: onnxruntime-node is not installed (a checkout\'s npm ci installs it as a devDependency; in an app: npm install --save-dev onnxruntime-node); use --no-onnx to leave it out');
   process.exit(2);
 }
 const load0 = loadavg();

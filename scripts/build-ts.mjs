@@ -4,7 +4,7 @@
 // stripping run); tsc rewrites those to './x.js' in the JavaScript but keeps them in the .d.ts, so this
 // rewrites them there too: a consumer's tsc then resolves every import without allowImportingTsExtensions.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,4 +32,6 @@ function walk(dir) {
   }
 }
 walk(dist);
+// The bench's PyTorch and oracle sides are Python scripts it runs beside itself (dist/scripts/ once installed).
+for (const py of ['bench_torch.py', 'bench_onnx_export.py']) copyFileSync(join(root, 'scripts', py), join(dist, 'scripts', py));
 console.error(`build:ts: dist/ written (${files} declaration files)`);

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import { addonPath, loadAddon, packageRoot, setupCommand } from '../lib/addon.ts';
+import { cpuInfo, describeCpu } from '../lib/cpu.ts';
 import { FASHION_MNIST_DIR } from '../lib/data/fashion-mnist.ts';
 import { buildTools, type Libtorch } from './build-tools.ts';
 
@@ -24,7 +25,10 @@ const report: Record<string, unknown> = {};
 
 rows.push(['node', `${process.version} (ABI ${process.versions.modules}, N-API ${process.versions.napi}) ${process.platform} ${process.arch}`]);
 rows.push(['package', packageRoot()]);
+const cpu = cpuInfo();
+rows.push(['CPU', describeCpu(cpu)]);
 report.node = process.version;
+report.cpu = cpu;
 
 // The libtorch the addon was built against (build-addon.mjs leaves it beside the addon), else what discovery finds now.
 const path = addonPath();

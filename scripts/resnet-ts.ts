@@ -12,7 +12,7 @@ const COMMANDS: Record<string, { script: string; about: string }> = {
   eval: { script: 'eval-imagenet', about: 'ImageNet top-1/top-5 of a model and weights on a validation folder' },
   predict: { script: 'predict', about: 'top ImageNet classes of images' },
   serve: { script: 'serve', about: 'HTTP classification server with dynamic batching' },
-  bench: { script: 'bench', about: 'speed against PyTorch and onnxruntime, as ratios (writes bench.json)' },
+  bench: { script: 'bench', about: 'speed against PyTorch and onnxruntime, as ratios (writes bench.json); --serve: the HTTP server under load' },
   experiment: { script: 'experiment', about: 'the papers\' experiments (degradation, shortcuts, cardinality, preact)' },
   setup: { script: 'setup', about: 'create a cached libtorch with pip and build the addon (--cuda for CUDA)' },
   doctor: { script: 'doctor', about: 'what was found (Node, libtorch, CUDA, addon, dataset) and what is missing' },
@@ -44,7 +44,9 @@ if (cmd === '--version' || cmd === '-V') {
   console.log(version());
   process.exit(0);
 }
-const entry = COMMANDS[cmd];
+// `bench --serve` is the serving benchmark, a script of its own (autocannon against `resnet-ts serve`).
+const serveBench = cmd === 'bench' && rest.includes('--serve');
+const entry = serveBench ? { script: 'bench-serve', about: '' } : COMMANDS[cmd];
 if (!entry || !existsSync(scriptPath(entry.script))) {
   process.stderr.write(`resnet-ts: unknown command '${cmd}'${entry ? ' (not in this version)' : ''}\n\n${usage()}`);
   process.exit(2);
@@ -55,5 +57,5 @@ if (ext === '.ts' && !wantsHelp && cmd !== 'setup' && cmd !== 'doctor') {
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 // The script sees the argv it would see when run directly (it may re-run process.argv[1] in children).
-process.argv = [process.argv[0]!, scriptPath(entry.script), ...rest];
+process.argv = [process.argv[0]!, scriptPath(entry.script), ...(serveBench ? rest.filter((a) => a !== '--serve') : rest)];
 await import(pathToFileURL(scriptPath(entry.script)).href);

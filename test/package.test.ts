@@ -36,17 +36,21 @@ interface Pack { filename: string; size: number; unpackedSize: number; entryCoun
 let pack: Pack;
 let tarball: string;
 
-test('npm pack: the tarball holds dist, the addon sources and the install scripts, and no tests, docs or Python', () => {
+test('npm pack: the tarball holds dist, the addon sources and the install scripts, and no tests, docs or Python but the bench\'s', () => {
   const out = ok(sh('npm', ['pack', '--json', '--pack-destination', dir], root), 'npm pack');
   pack = (JSON.parse(out.slice(out.indexOf('[\n'))) as Pack[])[0]!;
   tarball = join(dir, pack.filename);
   const files = pack.files.map((f) => f.path);
   for (const f of ['package.json', 'README.md', 'LICENSE', 'binding.gyp', 'cpp/addon.cc', 'cpp/cuda.cc', 'cpp/tensor.h', 'dist/lib/index.js',
     'dist/lib/index.d.ts', 'dist/lib/index.d.ts.map', 'dist/lib/native.js', 'dist/scripts/resnet-ts.js', 'dist/scripts/predict.js',
-    'dist/scripts/setup.js', 'dist/scripts/doctor.js', 'scripts/build-addon.mjs', 'scripts/libtorch.mjs', 'scripts/torch-env.mjs', 'lib/index.ts']) {
+    'dist/scripts/setup.js', 'dist/scripts/doctor.js', 'dist/scripts/serve.js', 'dist/scripts/bench-serve.js', 'dist/scripts/bench_torch.py',
+    'dist/lib/inference/index.js', 'dist/lib/serve/index.d.ts', 'dist/lib/explain/index.js', 'dist/lib/hub/index.js', 'dist/lib/train/recipe.d.ts',
+    'scripts/build-addon.mjs', 'scripts/libtorch.mjs', 'scripts/torch-env.mjs', 'lib/index.ts']) {
     assert.ok(files.includes(f), `${f} missing from the tarball`);
   }
-  const bad = files.filter((f) => /^(test|docs|\.ci|build|node_modules|runs)\/|\.(py|png|tgz|log)$|^dist\/scripts\/.*\.d\.ts$|^scripts\/.*\.(ts|sh)$/.test(f));
+  // The only Python: the PyTorch and oracle sides that `resnet-ts bench` runs beside itself.
+  const bad = files.filter((f) => /^(test|docs|\.ci|build|node_modules|runs)\/|\.(py|png|tgz|log)$|^dist\/scripts\/.*\.d\.ts$|^scripts\/.*\.(ts|sh)$/.test(f) &&
+    !/^dist\/scripts\/bench_(torch|onnx_export)\.py$/.test(f));
   assert.equal(bad, [], `unexpected files in the tarball: ${bad.join(', ')}`);
   console.log(`  tarball ${pack.filename}: ${(pack.size / 1024).toFixed(0)} KiB, ${pack.entryCount} files (${(pack.unpackedSize / 1024).toFixed(0)} KiB unpacked)`);
 });
@@ -170,9 +174,9 @@ test('(d) npx resnet-ts predict: top-5 equal to torchvision\'s; --help answers w
   const got = (JSON.parse(out) as Array<{ top: Array<{ index: number }> }>)[0]!.top.map((g) => g.index);
   assert.equal(got, reference);
   const bin = join(app, 'node_modules', '.bin', 'resnet-ts');
-  assert.match(ok(sh(bin, ['--help'], app), 'resnet-ts --help'), /train[\s\S]*eval[\s\S]*predict[\s\S]*bench[\s\S]*experiment[\s\S]*setup[\s\S]*doctor/);
-  for (const cmd of ['train', 'eval', 'predict', 'bench', 'experiment', 'setup', 'doctor']) {
-    const r = sh(bin, [cmd, '--help'], app, process.env, 60_000);
+  assert.match(ok(sh(bin, ['--help'], app), 'resnet-ts --help'), /train[\s\S]*eval[\s\S]*predict[\s\S]*serve[\s\S]*bench[\s\S]*experiment[\s\S]*setup[\s\S]*doctor/);
+  for (const cmd of ['train', 'eval', 'predict', 'serve', 'bench', 'bench --serve', 'experiment', 'setup', 'doctor']) {
+    const r = sh(bin, [...cmd.split(' '), '--help'], app, process.env, 60_000);
     assert.is(r.status, 0, `resnet-ts ${cmd} --help: ${r.stderr}`);
     assert.match(r.stdout, /Usage:/);
     assert.not.match(r.stdout + r.stderr, /\[setup\]|node-gyp/);
