@@ -14,6 +14,7 @@ import {
   type Device, type Tensor,
 } from '../lib/index.ts';
 import { bf16Pays, cpuInfo, describeCpu } from '../lib/cpu.ts';
+import { graphStep } from '../lib/train/graph-step.ts';
 
 interface Case {
   name: string;
@@ -28,6 +29,8 @@ interface Case {
   device: Device;
   amp?: 'bf16';
   channelsLast?: boolean;
+  /** Train cases: our side runs train.graphStep (forward and backward replayed from a CUDA graph); PyTorch's stays eager. */
+  cudaGraph?: boolean;
   /** The oracle's weights (.pth) every side loads, and their ONNX export (inference cases). */
   weights?: string;
   onnx?: string;
@@ -54,6 +57,7 @@ const program = new Command('bench')
   .option('--quick', 'a short CPU run (small batches and images)', false)
   .option('--micro', 'only the per-op overhead case', false)
   .option('--device <device>', 'cpu or cuda', 'cpu')
+  .option('--cuda-graph', 'CUDA: also time each training case with the CUDA-graph step (vs PyTorch eager)', false)
   .option('--rounds <n>', 'alternating rounds per case', int, 3)
   .option('--threads <n>', 'intra-op threads for every side', int, Math.min(cpus().length, 16))
   .option('--cases <list>', 'comma-separated case-name prefixes to run (default: all)')
@@ -63,13 +67,17 @@ const program = new Command('bench')
   .showHelpAfterError();
 program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 program.parse();
-const o = program.opts<{ quick: boolean; micro: boolean; device: string; rounds: number; threads: number; cases?: string; onnx: boolean; weightsDir: string; output: string }>();
+const o = program.opts<{ quick: boolean; micro: boolean; device: string; cudaGraph: boolean; rounds: number; threads: number; cases?: string; onnx: boolean; weightsDir: string; output: string }>();
 if (!isDevice(o.device)) {
   console.error(`error: option '--device <device>' must be cpu or cuda; got ${o.device}`);
   process.exit(2);
 }
 const device = o.device as Device;
 const onCuda = device.startsWith('cuda');
+if (o.cudaGraph && !onCuda) {
+  console.error('bench: --cuda-graph needs --device cuda (CUDA graphs replay GPU kernels)');
+  process.exit(2);
+}
 const withOnnx = o.onnx && !onCuda;
 const lib = JSON.parse(execFileSync(process.execPath, [join(import.meta.dirname, 'libtorch.mjs'), '--json'], { encoding: 'utf8' })) as { python?: string; how: string };
 if (!lib.python) {
@@ -99,6 +107,9 @@ function cases(): Case[] {
   for (const [m, b, s] of train) {
     for (const amp of [undefined, 'bf16'] as const) {
       list.push({ ...base, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''}`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, iters: 3 });
+      if (o.cudaGraph) {
+        list.push({ ...base, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''} cuda-graph`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, iters: 3, cudaGraph: true });
+      }
     }
   }
   const only = o.cases?.split(',').map((s) => s.trim());
@@ -201,7 +212,9 @@ function runOurs(c: Case): Side {
     const amp = <T>(fn: () => T): T => withAmp(c.amp, c.device, fn);
     model.train();
     const sgd = new optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
-    seconds = timeSteps(c, () =>
+    // The graph step as fit() runs it: replay, then the loss read back and the eager optimizer step.
+    const graph = c.cudaGraph ? graphStep({ model, optimizer: sgd, labelSmoothing: 0, amp: c.amp, device: c.device }) : undefined;
+    seconds = graph ? timeSteps(c, () => void graph({ x: input, y }, (l) => l)) : timeSteps(c, () =>
       tidy(() => {
         sgd.zeroGrad();
         const loss = amp(() => F.crossEntropy(model.forward(input), y));
