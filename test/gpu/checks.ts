@@ -14,6 +14,8 @@ import { crossEntropy } from '../../lib/nn/functional.ts';
 import { autocast, keep, memory, noGrad, tidy, type Device, type Tensor } from '../../lib/tensor.ts';
 import * as models from '../../lib/models/index.ts';
 import { SGD } from '../../lib/optim/index.ts';
+import { eagerStep, type StepFactory } from '../../lib/train/step.ts';
+import { graphStep } from '../../lib/train/graph-step.ts';
 
 const DEV = (process.env.RESNET_TS_GPU_DEVICE ?? 'cuda') as Device;
 const onCuda = DEV.startsWith('cuda');
@@ -225,6 +227,40 @@ await check('CUDA graphs: side-stream warm-up, capture, replay on refilled input
   m.dispose();
   if (forwardDiff > 1e-5) throw new Error(`captured forward differs from eager by ${forwardDiff}`);
   return { elementwiseMaxDiff: Math.max(...diffs), forwardRelDiff: forwardDiff };
+});
+
+await check('CUDA-graph training step (train --cuda-graph) equals the eager step over 5 steps (resnet18, SGD momentum, BatchNorm)', true, () => {
+  const batches = Array.from({ length: 5 }, (_, i) => {
+    manualSeed(100 + i);
+    return { x: keep(randn([16, 3, 64, 64], { device: DEV })), y: keep(randint(0, 1000, [16], { device: DEV })) };
+  });
+  // Both runs pick the same cuDNN algorithms: autotuning could choose different (equally right) kernels.
+  const bench = backends.cudnn.benchmark;
+  backends.cudnn.benchmark = false;
+  const run = (factory: StepFactory): { losses: number[]; params: Float32Array; buffers: Float32Array } => {
+    manualSeed(0);
+    const m = models.resnet18().to(DEV);
+    m.train();
+    const optimizer = new SGD(m.parameters(), { lr: 0.05, momentum: 0.9, weightDecay: 1e-4 });
+    const step = factory({ model: m, optimizer, labelSmoothing: 0, device: DEV });
+    const losses = batches.map((b) => step(b, (l) => l).loss);
+    const flat = (ts: Tensor[]): Float32Array => tidy(() => Float32Array.from(ts.flatMap((t) => Array.from(t.to('cpu').to('float32').toArray() as Float32Array))));
+    const out = { losses, params: flat(m.parameters()), buffers: flat(m.buffers()) };
+    m.dispose();
+    return out;
+  };
+  const eager = run(eagerStep);
+  const graph = run(graphStep);
+  backends.cudnn.benchmark = bench;
+  for (const b of batches) for (const t of [b.x, b.y]) t.dispose();
+  const maxDiff = (a: Float32Array, b: Float32Array): number => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+  const paramDiff = maxDiff(eager.params, graph.params);
+  const bufferDiff = maxDiff(eager.buffers, graph.buffers);
+  const lossDiff = Math.max(...eager.losses.map((l, i) => Math.abs(l - graph.losses[i]!)));
+  if (!(paramDiff < 1e-4 && bufferDiff < 1e-4 && lossDiff < 1e-4)) {
+    throw new Error(`graph step differs from eager: parameters ${paramDiff}, BatchNorm buffers ${bufferDiff}, losses ${lossDiff}`);
+  }
+  return { paramDiff, bufferDiff, lossDiff, bitEqual: paramDiff === 0 && bufferDiff === 0, eagerLosses: eager.losses, graphLosses: graph.losses };
 });
 
 save();
