@@ -184,7 +184,7 @@ export interface Native {
   cudaResetPeak(device: number): void;
   cudaEmptyCache(): void;
   // c10d process groups (Gloo)
-  distInit(backend: string, rank: number, worldSize: number, masterAddr: string, masterPort: number, timeoutMs: number): void;
+  distInit(backend: string, rank: number, worldSize: number, masterAddr: string, masterPort: number, timeoutMs: number, deviceIndex?: number): void;
   distRank(): number;
   distWorldSize(): number;
   distIsInitialized(): boolean;

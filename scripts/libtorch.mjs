@@ -92,6 +92,12 @@ function glooHeaders(t) {
   return [...t.includeDirs, '/usr/include', '/usr/local/include'].some((d) => existsSync(join(d, 'gloo', 'allreduce.h')));
 }
 
+// ProcessGroupNCCL for a CUDA libtorch: its header (in the wheels) and nccl.h (pip nvidia-nccl, or a toolkit's).
+function ncclHeaders(t, include) {
+  return t.cuda && t.includeDirs.some((d) => existsSync(join(d, 'torch', 'csrc', 'distributed', 'c10d', 'ProcessGroupNCCL.hpp'))) &&
+    include.some((d) => existsSync(join(d, 'nccl.h')));
+}
+
 function major(version) {
   return Number(String(version ?? '0').split('.')[0]);
 }
@@ -248,9 +254,14 @@ export function describe(t) {
 export function buildFlags(t) {
   if (t.cudaHeaders?.error) throw new Error(t.cudaHeaders.error);
   const cudaInc = t.cuda ? t.cudaHeaders.includeDirs : [];
+  const include = [...t.includeDirs, ...cudaInc.filter((d) => d !== '/usr/include')];
   return {
-    include: [...t.includeDirs, ...cudaInc.filter((d) => d !== '/usr/include')],
-    defines: [`_GLIBCXX_USE_CXX11_ABI=${t.abi}`, ...(glooHeaders(t) ? ['USE_C10D_GLOO', 'RESNET_TS_GLOO=1'] : ['RESNET_TS_GLOO=0'])],
+    include,
+    defines: [
+      `_GLIBCXX_USE_CXX11_ABI=${t.abi}`,
+      ...(glooHeaders(t) ? ['USE_C10D_GLOO', 'RESNET_TS_GLOO=1'] : ['RESNET_TS_GLOO=0']),
+      ...(ncclHeaders(t, [...include, '/usr/include']) ? ['USE_C10D_NCCL', 'RESNET_TS_NCCL=1'] : ['RESNET_TS_NCCL=0']),
+    ],
     libs: ['-ltorch', '-ltorch_cpu', '-lc10'],
     ldflags: [
       ...t.libDirs.map((d) => `-L${d} -Wl,-rpath,${d}`),

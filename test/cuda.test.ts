@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { CUDAGraph, CudaOutOfMemoryError, backends, cuda, cudaWarmup, graphPoolHandle, torchVersion, zeros } from '../lib/index.ts';
+import { CUDAGraph, CudaOutOfMemoryError, backends, cuda, cudaWarmup, distributed, graphPoolHandle, torchVersion, zeros } from '../lib/index.ts';
 import { addonPath } from '../lib/addon.ts';
 import { hasTorchPython, py } from './helpers.ts';
 
@@ -109,6 +109,15 @@ test('a CPU out-of-memory stays a plain Error; CudaOutOfMemoryError is an Error 
   assert.instance(c, Error);
   assert.is(c.name, 'CudaOutOfMemoryError');
   assert.ok(Number.isNaN(c.requestedBytes) && Number.isNaN(c.freeBytes));
+});
+
+test('NCCL: a CPU build says the backend is not in it; a CUDA build has it and refuses a device it lacks; no group is left', () => {
+  if (cuda.isAvailable()) return;
+  const env = { rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: 29999 };
+  const e = error(() => distributed.init(env, { backend: 'nccl', timeoutMs: 5000 }));
+  if (cuda.isBuilt()) assert.match(e.message, /deviceIndex.*a CUDA device of this machine \(it has 0\)/);
+  else assert.match(e.message, /backend 'nccl' is not available in this build \(available: gloo[;)]/);
+  assert.is(distributed.isInitialized(), false);
 });
 
 test.run();

@@ -32,9 +32,12 @@ export function envFromTorchrun(env: Record<string, string | undefined> = proces
   };
 }
 
-/** Joins the process group (a TCPStore rendezvous at masterAddr:masterPort, then Gloo). */
+/**
+ * Joins the process group: a TCPStore rendezvous at masterAddr:masterPort, then Gloo, or NCCL
+ * (libtorch's ProcessGroupNCCL, CUDA builds) on CUDA device localRank, which becomes the current device.
+ */
 export function init(e: DistEnv, { backend = 'gloo', timeoutMs = 60_000 }: { backend?: 'gloo' | 'nccl'; timeoutMs?: number } = {}): void {
-  native.distInit(backend, e.rank, e.worldSize, e.masterAddr, e.masterPort, timeoutMs);
+  native.distInit(backend, e.rank, e.worldSize, e.masterAddr, e.masterPort, timeoutMs, e.localRank);
 }
 
 /** Whether init() has run in this process. */
