@@ -116,9 +116,10 @@ export function buildAddon({ out = 'build', libtorch = null, how = null, cache =
   }
   const cwd = stage(out);
   const stamp = join(cwd, 'build', 'resnet-ts-libtorch.json');
-  // An incremental `node-gyp build` is enough when the Makefile is newer than binding.gyp and was made for this libtorch.
+  // An incremental `node-gyp build` is enough when the Makefile is newer than binding.gyp and was made for this
+  // libtorch with the same flags (a define that changed, e.g. NCCL or Gloo headers found, needs a reconfigure).
   const makefile = join(cwd, 'build', 'Makefile');
-  const made = JSON.stringify({ prefix: t.prefix, version: t.version, abi: t.abi, cudaHeaders: t.cudaHeaders?.includeDirs ?? null });
+  const made = JSON.stringify({ prefix: t.prefix, version: t.version, abi: t.abi, cudaHeaders: t.cudaHeaders?.includeDirs ?? null, flags: buildFlags(t) });
   const same = existsSync(makefile) && statSync(makefile).mtimeMs >= statSync(join(root, 'binding.gyp')).mtimeMs &&
     (!existsSync(stamp) || readFileSync(stamp, 'utf8') === made);
   log(`${same ? 'building' : 'compiling'} the addon into ${relative(root, addon)} against ${describe(t)}`);
