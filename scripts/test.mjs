@@ -12,13 +12,13 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-// The suites run again against the CUDA build: one file per area of the native layer (tensors, ops,
-// autograd, layers, io, errors, c10d with its NCCL-aware staging, CUDA queries and graphs, the CUDA
-// training steps' refusals). Left out, with the reason: the other files run the same CPU kernels through
+// The suites run again against the CUDA build: the op table against what its C++ reads, and one file
+// per area of the native layer (tensors, ops, autograd, layers, io, errors, c10d with its NCCL-aware
+// staging, CUDA queries and graphs, the CUDA training steps' refusals). Left out, with the reason: the other files run the same CPU kernels through
 // TypeScript that does not depend on the build (functional, models, optim, hostile-*, and the long
 // end-to-end runs: train, experiment, eval-imagenet, fuzz, memory, report, data, preprocess, zoo-parity,
 // package); on this 2-core machine the subset takes about 5 min under load instead of 7.
-const CUDA_SUITE = ['tensor', 'ops', 'autograd', 'nn', 'safetensors', 'pth', 'errors', 'distributed', 'cuda', 'train-steps'];
+const CUDA_SUITE = ['native', 'tensor', 'ops', 'autograd', 'nn', 'safetensors', 'pth', 'errors', 'distributed', 'cuda', 'train-steps'];
 
 function suite(pattern, env = process.env) {
   return new Promise((done) => {
