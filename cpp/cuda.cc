@@ -202,7 +202,8 @@ void registerCuda(Napi::Env env, Napi::Object exports) {
     return o;
   });
   def(env, exports, "cudaResetPeak", [](Args& a) {
-    if (cudaUsable()) c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(a.integer(0, "device", 0)));
+    auto dev = a.integer(0, "device", 0);  // read (and checked) with or without a device, as cudaMemory does
+    if (cudaUsable()) c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(dev));
   });
   def(env, exports, "cudaEmptyCache", [](Args& a) {
     if (cudaUsable()) c10::cuda::CUDACachingAllocator::emptyCache();
