@@ -2,7 +2,7 @@
 // and in onnxruntime-node, alternating rounds in one run, medians and the time ratios ours/PyTorch and
 // ours/onnxruntime. Inference runs inference.optimize()'s fused model on the torchvision oracle's weights,
 // which PyTorch loads too and onnxruntime runs as the oracle's ONNX export. Writes bench.json.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
@@ -15,6 +15,7 @@ import {
 } from '../lib/index.ts';
 import { bf16Pays, cpuInfo, describeCpu } from '../lib/cpu.ts';
 import { graphStep } from '../lib/train/graph-step.ts';
+import { buildTools } from './build-tools.ts';
 
 interface Case {
   name: string;
@@ -79,7 +80,8 @@ if (o.cudaGraph && !onCuda) {
   process.exit(2);
 }
 const withOnnx = o.onnx && !onCuda;
-const lib = JSON.parse(execFileSync(process.execPath, [join(import.meta.dirname, 'libtorch.mjs'), '--json'], { encoding: 'utf8' })) as { python?: string; how: string };
+// The libtorch in use and its Python (PyTorch's side), from the package root in a checkout and once installed.
+const lib = (await buildTools()).findLibtorch();
 if (!lib.python) {
   console.error('bench: the libtorch in use has no Python beside it (LIBTORCH=...); PyTorch cannot be timed');
   process.exit(2);
