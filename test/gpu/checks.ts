@@ -16,6 +16,7 @@ import * as models from '../../lib/models/index.ts';
 import { SGD } from '../../lib/optim/index.ts';
 import { eagerStep, type StepFactory } from '../../lib/train/step.ts';
 import { graphStep } from '../../lib/train/graph-step.ts';
+import * as distributed from '../../lib/distributed/index.ts';
 
 const DEV = (process.env.RESNET_TS_GPU_DEVICE ?? 'cuda') as Device;
 const onCuda = DEV.startsWith('cuda');
@@ -261,6 +262,26 @@ await check('CUDA-graph training step (train --cuda-graph) equals the eager step
     throw new Error(`graph step differs from eager: parameters ${paramDiff}, BatchNorm buffers ${bufferDiff}, losses ${lossDiff}`);
   }
   return { paramDiff, bufferDiff, lossDiff, bitEqual: paramDiff === 0 && bufferDiff === 0, eagerLosses: eager.losses, graphLosses: graph.losses };
+});
+
+await check('NCCL (--backend nccl): a 1-rank ProcessGroupNCCL allreduces a CUDA tensor and a CPU one (staged through the device)', true, () => {
+  distributed.init({ rank: 0, worldSize: 1, localRank: 0, masterAddr: '127.0.0.1', masterPort: 29000 + (process.pid % 1000) }, { backend: 'nccl', timeoutMs: 60_000 });
+  try {
+    const onDevice = keep(arange(0, 1024, 1, { device: DEV }).float());
+    const onHost = keep(arange(0, 8, 1).float());
+    distributed.allreduce([onDevice, onHost], 'sum');
+    distributed.allreduce([onDevice], 'avg');
+    const diff = tidy(() => Math.max(
+      onDevice.to('cpu').sub(arange(0, 1024, 1).float()).abs().max().item() as number,
+      onHost.sub(arange(0, 8, 1).float()).abs().max().item() as number,
+    ));
+    onDevice.dispose();
+    onHost.dispose();
+    if (diff !== 0) throw new Error(`a 1-rank allreduce changed the values by ${diff}`);
+    return { maxDiff: diff };
+  } finally {
+    distributed.destroy();
+  }
 });
 
 save();
