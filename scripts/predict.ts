@@ -13,7 +13,7 @@ import type { Module } from '../lib/nn/module.ts';
 import { noGrad, tidy, type Device } from '../lib/tensor.ts';
 import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
 
-interface Options { model: string; weights: string; resize?: number; crop?: number; device: string; top: number; json: boolean; cam?: string; camLayer?: string }
+interface Options { model?: string; weights: string; resize?: number; crop?: number; device: string; top: number; json: boolean; cam?: string; camLayer?: string }
 
 /** One image's best classes: index, WordNet id and name (ImageNet-1k weights), probability. */
 interface Guess { index: number; wnid: string | null; name: string; probability: number }
@@ -86,8 +86,9 @@ async function main(): Promise<void> {
   const program = new Command('predict')
     .description('Top classes of images, with probabilities, using the eval preprocessing of the weights.')
     .argument('<images...>', 'image files (JPEG, PNG, WebP, TIFF)')
-    .requiredOption('--model <name>', 'registry model name')
-    .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), a .pth/.safetensors state dict, or a URL')
+    .option('--model <name>', 'registry model name (default: the net a resnet-ts checkpoint was trained as)')
+    .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), a .pth/.safetensors state dict, ' +
+      'a resnet-ts checkpoint (runs/<run>/checkpoint.safetensors: its class names and eval preset), or a URL')
     .option('--resize <n>', 'shorter side before the crop (default: the weights\' preset, e.g. 232 for V2; 256 for other files)', positiveInt)
     .option('--crop <n>', 'center crop size (default: the weights\' preset, 224)', positiveInt)
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')

@@ -46,9 +46,19 @@ export interface RunState {
   recipe?: Recipe;
 }
 
+/** What a checkpoint tells whoever uses its model as weights (predict, serve, a fine-tune): the net, its classes, its eval preset. */
+export interface CheckpointInfo {
+  model?: string;
+  /** Class names by output index. */
+  classes?: readonly string[];
+  /** Image folders: the shorter side and centre crop of evaluation, and the normalisation. */
+  transforms?: { resize: number; crop: number; mean: readonly number[]; std: readonly number[] };
+}
+
 interface Meta {
   state: TrainState;
   optimizer: OptimizerState['meta'];
+  info?: CheckpointInfo;
 }
 
 /** A verified checkpoint, not yet applied: apply() restores it, dispose() drops it. */
@@ -70,7 +80,7 @@ function checksum(format: string, meta: string, tensors: Record<string, Tensor>)
 }
 
 /** Writes a checkpoint atomically; a crash mid-write leaves the previous file intact. */
-export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState): void {
+export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, info?: CheckpointInfo): void {
   const tensors: Record<string, Tensor> = {};
   for (const [k, t] of Object.entries(model.stateDict())) tensors[`model.${k}`] = t;
   const opt = optimizer.stateDict();
@@ -78,7 +88,7 @@ export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer
   const rng = getRngState();
   tensors['rng.cpu'] = rng;
   try {
-    const meta = JSON.stringify({ state, optimizer: opt.meta } satisfies Meta);
+    const meta = JSON.stringify({ state, optimizer: opt.meta, ...(info ? { info } : {}) } satisfies Meta);
     saveSafetensors(path, tensors, { format: FORMAT, meta, sha256: checksum(FORMAT, meta, tensors) });
   } finally {
     rng.dispose();
@@ -214,5 +224,55 @@ export function loadCheckpoint(path: string, model: Module, optimizer: Optimizer
     return ck.state;
   } finally {
     ck.dispose();
+  }
+}
+
+/** What a resnet-ts checkpoint records about its model, read from the header alone (not verified); undefined for other files. */
+export function checkpointInfo(path: string): CheckpointInfo | undefined {
+  let metadata: Record<string, string>;
+  try {
+    metadata = readSafetensorsHeader(path).metadata;
+  } catch {
+    return undefined;
+  }
+  if (!String(metadata.format ?? '').startsWith('resnet-ts-checkpoint/')) return undefined;
+  try {
+    return checkInfo((JSON.parse(metadata.meta ?? '{}') as Partial<Meta>).info);
+  } catch (e) {
+    throw new Error(`checkpoint ${path}: ${(e as Error).message}`);
+  }
+}
+
+function checkInfo(v: unknown): CheckpointInfo {
+  if (v === undefined) return {};
+  const strings = (a: unknown): boolean => Array.isArray(a) && a.every((x) => typeof x === 'string');
+  const t = isObject(v) ? v.transforms : undefined;
+  if (!isObject(v) || (v.model !== undefined && typeof v.model !== 'string') || (v.classes !== undefined && !strings(v.classes)) ||
+    (t !== undefined && (!isObject(t) || !isCount(t.resize) || !isCount(t.crop) || !Array.isArray(t.mean) || !Array.isArray(t.std) || ![...t.mean, ...t.std].every(isNumber)))) {
+    throw new Error('its model info is malformed');
+  }
+  return v as CheckpointInfo;
+}
+
+/**
+ * A checkpoint's model as weights: verifies the file (format and checksum), then returns the model's state dict
+ * (optimizer and RNG state dropped) with what the run recorded about it (net, classes, eval preset).
+ */
+export function checkpointWeights(path: string): { stateDict: Record<string, Tensor>; info: CheckpointInfo } {
+  const metadata = readSafetensorsHeader(path).metadata;
+  const tensors = loadSafetensors(path);
+  try {
+    if (metadata.format !== FORMAT) throw new Error(`not a resnet-ts checkpoint of format ${FORMAT} (format ${JSON.stringify(metadata.format)})`);
+    if (typeof metadata.meta !== 'string' || checksum(FORMAT, metadata.meta, tensors) !== metadata.sha256) throw new Error('checksum mismatch: the file is damaged');
+    const info = checkInfo((JSON.parse(metadata.meta) as Partial<Meta>).info);
+    const stateDict: Record<string, Tensor> = {};
+    for (const [k, t] of Object.entries(tensors)) {
+      if (k.startsWith('model.')) stateDict[k.slice(6)] = t;
+      else t.dispose();
+    }
+    return { stateDict, info };
+  } catch (e) {
+    dispose(tensors);
+    throw new Error(`checkpoint ${path}: ${(e as Error).message}`);
   }
 }
