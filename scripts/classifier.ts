@@ -7,7 +7,7 @@ import { DownloadError } from '../lib/hub/index.ts';
 import { IMAGENET_CATEGORIES } from '../lib/data/imagenet-classes.ts';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/data/imagenet.ts';
 import * as models from '../lib/models/index.ts';
-import { checkpointInfo } from '../lib/train/checkpoint.ts';
+import { checkpointInfo } from '../lib/io/checkpoint-file.ts';
 import type { Module } from '../lib/nn/module.ts';
 import { isDevice, type Device } from '../lib/tensor.ts';
 

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { checkpointsDir, download, type DownloadOptions } from '../hub/index.ts';
-import { checkpointInfo, checkpointWeights } from '../train/checkpoint.ts';
+import { checkpointInfo, checkpointWeights } from '../io/checkpoint-file.ts';
 import { loadPth } from '../io/pth.ts';
 import { loadSafetensors } from '../io/safetensors.ts';
 import { Linear } from '../nn/layers.ts';

@@ -2,17 +2,17 @@
 // atomically (temp file, fsync, rename), with a SHA-256 over the metadata and every tensor. Reading
 // verifies the file and checks every part against the model and optimizer it is meant for before
 // anything is applied, so a refused checkpoint changes nothing.
-import { createHash } from 'node:crypto';
 import { Tensor, dispose } from '../tensor.ts';
 import { getRngState, setRngState } from '../creation.ts';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../io/safetensors.ts';
+import { CHECKPOINT_FORMAT as FORMAT, checkpointChecksum as checksum, type CheckpointInfo } from '../io/checkpoint-file.ts';
 import type { Module } from '../nn/module.ts';
 import type { Optimizer, OptimizerState } from '../optim/optimizer.ts';
 import type { MetricRecord } from './metrics.ts';
 import type { Recipe } from './recipe.ts';
 
-// Format 1 hashed the tensors only, so its metadata (epoch, learning rates) could change unnoticed.
-const FORMAT = 'resnet-ts-checkpoint/2';
+export { checkpointInfo, checkpointWeights, type CheckpointInfo } from '../io/checkpoint-file.ts';
+
 
 /** Everything besides tensors that a resumed run needs (JSON). */
 export interface TrainState {
@@ -46,15 +46,6 @@ export interface RunState {
   recipe?: Recipe;
 }
 
-/** What a checkpoint tells whoever uses its model as weights (predict, serve, a fine-tune): the net, its classes, its eval preset. */
-export interface CheckpointInfo {
-  model?: string;
-  /** Class names by output index. */
-  classes?: readonly string[];
-  /** Image folders: the shorter side and centre crop of evaluation, and the normalisation. */
-  transforms?: { resize: number; crop: number; mean: readonly number[]; std: readonly number[] };
-}
-
 interface Meta {
   state: TrainState;
   optimizer: OptimizerState['meta'];
@@ -66,17 +57,6 @@ export interface CheckedCheckpoint {
   readonly state: TrainState;
   apply(): void;
   dispose(): void;
-}
-
-function checksum(format: string, meta: string, tensors: Record<string, Tensor>): string {
-  const h = createHash('sha256');
-  h.update(`${format}|${meta.length}|${meta}|`);
-  for (const k of Object.keys(tensors).sort()) {
-    const t = tensors[k]!;
-    h.update(`${k}|${t.dtype}|${t.shape.join(',')}|`);
-    h.update(t.toBytes());
-  }
-  return h.digest('hex');
 }
 
 /** Writes a checkpoint atomically; a crash mid-write leaves the previous file intact. */
@@ -224,55 +204,5 @@ export function loadCheckpoint(path: string, model: Module, optimizer: Optimizer
     return ck.state;
   } finally {
     ck.dispose();
-  }
-}
-
-/** What a resnet-ts checkpoint records about its model, read from the header alone (not verified); undefined for other files. */
-export function checkpointInfo(path: string): CheckpointInfo | undefined {
-  let metadata: Record<string, string>;
-  try {
-    metadata = readSafetensorsHeader(path).metadata;
-  } catch {
-    return undefined;
-  }
-  if (!String(metadata.format ?? '').startsWith('resnet-ts-checkpoint/')) return undefined;
-  try {
-    return checkInfo((JSON.parse(metadata.meta ?? '{}') as Partial<Meta>).info);
-  } catch (e) {
-    throw new Error(`checkpoint ${path}: ${(e as Error).message}`);
-  }
-}
-
-function checkInfo(v: unknown): CheckpointInfo {
-  if (v === undefined) return {};
-  const strings = (a: unknown): boolean => Array.isArray(a) && a.every((x) => typeof x === 'string');
-  const t = isObject(v) ? v.transforms : undefined;
-  if (!isObject(v) || (v.model !== undefined && typeof v.model !== 'string') || (v.classes !== undefined && !strings(v.classes)) ||
-    (t !== undefined && (!isObject(t) || !isCount(t.resize) || !isCount(t.crop) || !Array.isArray(t.mean) || !Array.isArray(t.std) || ![...t.mean, ...t.std].every(isNumber)))) {
-    throw new Error('its model info is malformed');
-  }
-  return v as CheckpointInfo;
-}
-
-/**
- * A checkpoint's model as weights: verifies the file (format and checksum), then returns the model's state dict
- * (optimizer and RNG state dropped) with what the run recorded about it (net, classes, eval preset).
- */
-export function checkpointWeights(path: string): { stateDict: Record<string, Tensor>; info: CheckpointInfo } {
-  const metadata = readSafetensorsHeader(path).metadata;
-  const tensors = loadSafetensors(path);
-  try {
-    if (metadata.format !== FORMAT) throw new Error(`not a resnet-ts checkpoint of format ${FORMAT} (format ${JSON.stringify(metadata.format)})`);
-    if (typeof metadata.meta !== 'string' || checksum(FORMAT, metadata.meta, tensors) !== metadata.sha256) throw new Error('checksum mismatch: the file is damaged');
-    const info = checkInfo((JSON.parse(metadata.meta) as Partial<Meta>).info);
-    const stateDict: Record<string, Tensor> = {};
-    for (const [k, t] of Object.entries(tensors)) {
-      if (k.startsWith('model.')) stateDict[k.slice(6)] = t;
-      else t.dispose();
-    }
-    return { stateDict, info };
-  } catch (e) {
-    dispose(tensors);
-    throw new Error(`checkpoint ${path}: ${(e as Error).message}`);
   }
 }

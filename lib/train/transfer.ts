@@ -3,7 +3,7 @@
 // these; fetchWeights downloads a published entry beforehand, since building a recipe is synchronous.
 import { existsSync } from 'node:fs';
 import { applyWeights, classifier, findWeights, resolveLocalWeights, resolveWeights, weightsForFile, type FetchWeightsOptions, type ResolvedWeights } from '../models/weights.ts';
-import { checkpointInfo } from './checkpoint.ts';
+import { checkpointInfo } from '../io/checkpoint-file.ts';
 import type { Module } from '../nn/module.ts';
 import type { Tensor } from '../tensor.ts';
 import { RecipeError, type Recipe } from './recipe.ts';
