@@ -11,7 +11,9 @@
         "cpp/allocator.cc",
         "cpp/distributed.cc",
         "cpp/handles.cc",
-        "cpp/share.cc"
+        "cpp/share.cc",
+        "cpp/fused.cc",
+        "cpp/cpu_cache.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -5,12 +5,15 @@ namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rts::installAllocatorGuard();
+  rts::installCpuCache();
   rts::registerTensor(env, exports);
   rts::registerOps(env, exports);
   rts::registerAutograd(env, exports);
   rts::registerCuda(env, exports);
   rts::registerDistributed(env, exports);
   rts::registerShare(env, exports);
+  rts::registerFused(env, exports);
+  rts::registerCpuCache(env, exports);
   return exports;
 }
 

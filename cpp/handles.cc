@@ -102,7 +102,8 @@ void destroyState(void* arg) {
     tags[st->tag] = false;
   }
   if (statePtr == st) statePtr = nullptr;
-  delete st;
+  delete st;  // frees the environment's tensors
+  emptyCpuCache();
 }
 
 }  // namespace

@@ -134,5 +134,9 @@ void registerAutograd(Napi::Env env, Napi::Object exports);
 void registerCuda(Napi::Env env, Napi::Object exports);
 void registerDistributed(Napi::Env env, Napi::Object exports);
 void registerShare(Napi::Env env, Napi::Object exports);
+void registerFused(Napi::Env env, Napi::Object exports);
+void installCpuCache();
+void emptyCpuCache();
+void registerCpuCache(Napi::Env env, Napi::Object exports);
 
 }  // namespace rts

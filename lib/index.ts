@@ -19,3 +19,4 @@ export * as data from './data/index.ts';
 export * as train from './train/index.ts';
 export * as inference from './inference/index.ts';
 export * as serve from './serve/index.ts';
+export * as cpu from './cpu.ts';

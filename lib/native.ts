@@ -204,6 +204,16 @@ export interface Native {
   adoptTensors(token: number): H[];
   dropShared(token: number): boolean;
   sharedCount(): number;
+  // speed branch: oneDNN fused inference ops (cpp/fused.cc)
+  fusedAvailable(): boolean;
+  fusedBf16Supported(): boolean;
+  convPack(w: H, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints): H;
+  packedLayout(packed: H): H;
+  convFused(x: H, packed: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean): H;
+  convFusedAdd(x: H, other: H, packed: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean): H;
+  // speed branch: the large-block CPU cache (cpp/cpu_cache.cc)
+  cpuCacheStats(): { cachedBytes: number; cachedBlocks: number; liveBlocks: number; hits: number; misses: number; limitBytes: number };
+  cpuCacheEmpty(): void;
 }
 
 function load(): Native {

@@ -1,15 +1,18 @@
-// npm run bench: the same work in resnet-ts and in PyTorch (the Python of the very torch build the
-// addon links), alternating rounds, medians and the ratio ours/PyTorch. Writes bench.json.
+// npm run bench: the same work in resnet-ts, in PyTorch (the Python of the very torch build the addon links)
+// and in onnxruntime-node, alternating rounds in one run, medians and the time ratios ours/PyTorch and
+// ours/onnxruntime. Inference runs inference.optimize()'s fused model on the torchvision oracle's weights,
+// which PyTorch loads too and onnxruntime runs as the oracle's ONNX export. Writes bench.json.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { positiveInt as int } from './cli.ts';
 import {
-  F, cuda, isDevice, models, noGrad, ones, optim, randint, randn, setNumThreads, tidy, torchVersion,
-  withAmp, type Device, type Tensor,
+  F, cuda, inference, io, isDevice, models, noGrad, ones, optim, randint, randn, setNumThreads, tidy, torchVersion, withAmp,
+  type Device, type Tensor,
 } from '../lib/index.ts';
+import { bf16Pays, cpuInfo, describeCpu } from '../lib/cpu.ts';
 
 interface Case {
   name: string;
@@ -24,61 +27,92 @@ interface Case {
   device: Device;
   amp?: 'bf16';
   channelsLast?: boolean;
+  /** The oracle's weights (.pth) every side loads, and their ONNX export (inference cases). */
+  weights?: string;
+  onnx?: string;
 }
+
+interface Side { seconds: number[]; peakBytes: number }
 
 interface Row {
   case: string;
   unit: string;
   ours: number;
   pytorch: number;
-  ratio: number;
+  onnxruntime: number | null;
+  /** Time ratios: < 1 means resnet-ts took less time. */
+  vsPytorch: number;
+  vsOnnxruntime: number | null;
   oursPeakBytes: number;
   pytorchPeakBytes: number;
+  onnxruntimePeakBytes: number | null;
 }
 
 const program = new Command('bench')
-  .description('Benchmark resnet-ts against PyTorch (same libtorch build) in the same run')
+  .description('Benchmark resnet-ts against PyTorch (same libtorch build) and onnxruntime-node in the same run')
   .option('--quick', 'a short CPU run (small batches and images)', false)
   .option('--micro', 'only the per-op overhead case', false)
   .option('--device <device>', 'cpu or cuda', 'cpu')
   .option('--rounds <n>', 'alternating rounds per case', int, 3)
-  .option('--threads <n>', 'intra-op threads for both sides', int, Math.min(cpus().length, 16))
-  .option('--cases <list>', 'comma-separated case names to run (default: all)')
+  .option('--threads <n>', 'intra-op threads for every side', int, Math.min(cpus().length, 16))
+  .option('--cases <list>', 'comma-separated case-name prefixes to run (default: all)')
+  .option('--no-onnx', 'leave onnxruntime-node out')
+  .option('--weights-dir <dir>', 'where the oracle\'s weights and ONNX exports are kept between runs', 'runs/bench-weights')
   .option('--output <file>', 'where to write the JSON results', 'bench.json')
   .showHelpAfterError();
 program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 program.parse();
-const o = program.opts<{ quick: boolean; micro: boolean; device: string; rounds: number; threads: number; cases?: string; output: string }>();
+const o = program.opts<{ quick: boolean; micro: boolean; device: string; rounds: number; threads: number; cases?: string; onnx: boolean; weightsDir: string; output: string }>();
 if (!isDevice(o.device)) {
   console.error(`error: option '--device <device>' must be cpu or cuda; got ${o.device}`);
   process.exit(2);
 }
 const device = o.device as Device;
 const onCuda = device.startsWith('cuda');
+const withOnnx = o.onnx && !onCuda;
 const lib = JSON.parse(execFileSync(process.execPath, [join(import.meta.dirname, 'libtorch.mjs'), '--json'], { encoding: 'utf8' })) as { python?: string; how: string };
 if (!lib.python) {
   console.error('bench: the libtorch in use has no Python beside it (LIBTORCH=...); PyTorch cannot be timed');
   process.exit(2);
 }
+const oracle = process.env.PYTHON ?? '/usr/bin/python3';
 
 function cases(): Case[] {
   const base = { iters: o.quick ? 3 : 5, warmup: 1, calls: 100_000, threads: o.threads, device };
   const list: Case[] = [{ ...base, name: 'add 1-element (per op)', kind: 'micro', batch: 1, size: 1, iters: 5 }];
   if (o.micro) return list;
-  const big = o.quick ? { b: 8, s: 112 } : { b: 64, s: 224 };
-  const trainB = o.quick ? { b: 8, s: 112 } : { b: onCuda ? 256 : 32, s: 224 };
+  const size = o.quick ? 112 : 224;
+  const [small, big] = o.quick ? [1, 4] : [1, 16];
   for (const m of ['resnet50', 'resnext50_32x4d']) {
-    list.push({ ...base, name: `${m} infer b1`, kind: 'infer', model: m, batch: 1, size: o.quick ? 112 : 224 });
-    list.push({ ...base, name: `${m} infer b${big.b}`, kind: 'infer', model: m, batch: big.b, size: big.s, iters: o.quick ? 2 : 3 });
+    for (const b of [small, big]) {
+      for (const amp of [undefined, 'bf16'] as const) {
+        list.push({
+          ...base, name: `${m} infer b${b}${amp ? ' bf16' : ''}`, kind: 'infer', model: m, batch: b, size, amp,
+          channelsLast: amp !== undefined, iters: b === 1 ? 10 : 3, warmup: b === 1 ? 2 : 1,
+        });
+      }
+    }
   }
-  for (const m of ['resnet18', 'resnet50', 'resnext50_32x4d']) {
-    list.push({ ...base, name: `${m} train b${trainB.b}`, kind: 'train', model: m, batch: trainB.b, size: trainB.s, iters: o.quick ? 2 : 3 });
-  }
-  if (onCuda) {
-    list.push({ ...base, name: 'resnet50 train b256 bf16 channels-last', kind: 'train', model: 'resnet50', batch: 256, size: 224, amp: 'bf16', channelsLast: true, iters: 10, warmup: 3 });
+  const train = o.quick ? [['resnet18', 4, 64]] as const : onCuda ? [['resnet50', 256, 224]] as const
+    : [['resnet50', 8, 96], ['resnext50_32x4d', 8, 96], ['resnet18', 32, 224]] as const;
+  for (const [m, b, s] of train) {
+    for (const amp of [undefined, 'bf16'] as const) {
+      list.push({ ...base, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''}`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, iters: 3 });
+    }
   }
   const only = o.cases?.split(',').map((s) => s.trim());
   return only ? list.filter((c) => only.some((n) => c.name.startsWith(n))) : list;
+}
+
+/** The oracle's weights and ONNX files for the inference cases, made once and kept in --weights-dir. */
+function attachWeights(list: Case[]): void {
+  const names = [...new Set(list.filter((c) => c.kind === 'infer').map((c) => c.model!))];
+  if (!names.length) return;
+  const dir = resolve(o.weightsDir);
+  const r = spawnSync(oracle, [join(import.meta.dirname, 'bench_onnx_export.py'), dir, ...names], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`the torchvision oracle (${oracle}) could not export the bench weights:\n${r.stderr}`);
+  const files = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, { pth: string; onnx: string }>;
+  for (const c of list) if (c.kind === 'infer') Object.assign(c, { weights: files[c.model!]!.pth, onnx: files[c.model!]!.onnx });
 }
 
 const median = (xs: number[]): number => {
@@ -100,8 +134,8 @@ function statusBytes(field: 'VmRSS' | 'VmHWM'): number {
 let rssBase = 0;
 /**
  * Starts a peak-memory window. On CUDA: the allocator's peak. On CPU: the resident set's high-water
- * mark is reset (Linux /proc/self/clear_refs) and the current RSS taken as the base, so both sides
- * report the memory a case added, not the interpreter's own (bench_torch.py does the same).
+ * mark is reset (Linux /proc/self/clear_refs) and the current RSS taken as the base, so every side
+ * reports the memory a case added, not the interpreter's own (bench_torch.py and bench_onnx.ts do the same).
  */
 function resetPeak(): void {
   if (onCuda) return cuda.resetPeakMemory();
@@ -117,48 +151,7 @@ function peakBytes(): number {
   return onCuda ? cuda.memory().peakAllocated : Math.max(0, statusBytes('VmHWM') - rssBase);
 }
 
-/** Times our side of one case: seconds per iteration (per call for micro). */
-function runOurs(c: Case): number[] {
-  setNumThreads(c.threads);
-  resetPeak();
-  if (c.kind === 'micro') {
-    const x = ones([1], { device: c.device });
-    const out: number[] = [];
-    for (let i = 0; i < 1000; i++) x.add(x).dispose();
-    for (let r = 0; r < c.iters; r++) {
-      const t = process.hrtime.bigint();
-      for (let i = 0; i < c.calls; i++) x.add(x).dispose();
-      out.push(Number(process.hrtime.bigint() - t) / 1e9 / c.calls);
-    }
-    x.dispose();
-    return out;
-  }
-  const model = models.create(c.model!, {});
-  model.to(c.device);
-  if (c.channelsLast) model.toChannelsLast();
-  const x = tidy(() => {
-    const r = randn([c.batch, 3, c.size, c.size], { device: c.device });
-    return c.channelsLast ? r.contiguous('channelsLast') : r;
-  });
-  const y = randint(0, 1000, [c.batch], { device: c.device });
-  const amp = <T>(fn: () => T): T => withAmp(c.amp, c.device, fn);
-  let step: () => void;
-  let opt: optim.SGD | undefined;
-  if (c.kind === 'infer') {
-    model.eval();
-    step = () => tidy(() => void noGrad(() => amp(() => model.forward(x))));
-  } else {
-    model.train();
-    opt = new optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
-    const sgd = opt;
-    step = () =>
-      tidy(() => {
-        sgd.zeroGrad();
-        const loss = amp(() => F.crossEntropy(model.forward(x), y));
-        loss.backward();
-        sgd.step();
-      });
-  }
+function timeSteps(c: Case, step: () => void): number[] {
   for (let i = 0; i < c.warmup; i++) step();
   sync();
   const out: number[] = [];
@@ -168,49 +161,134 @@ function runOurs(c: Case): number[] {
     sync();
     out.push(Number(process.hrtime.bigint() - t) / 1e9);
   }
-  const dispose = (ts: Iterable<Tensor>): void => { for (const t of ts) t.dispose(); };
-  dispose([x, y]);
-  opt?.dispose?.();
-  model.dispose?.();
   return out;
 }
 
-/** Times PyTorch's side of one case in a fresh Python process. */
-function runTorch(c: Case): { seconds: number[]; peakBytes: number } {
-  const r = spawnSync(lib.python!, [join(import.meta.dirname, 'bench_torch.py'), JSON.stringify(c)], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) throw new Error(`PyTorch side of '${c.name}' failed:\n${r.stderr}`);
+/** Times our side of one case: seconds per iteration (per call for micro). */
+function runOurs(c: Case): Side {
+  setNumThreads(c.threads);
+  resetPeak();
+  if (c.kind === 'micro') {
+    const x = ones([1], { device: c.device });
+    for (let i = 0; i < 1000; i++) x.add(x).dispose();
+    const seconds: number[] = [];
+    for (let r = 0; r < c.iters; r++) {
+      const t = process.hrtime.bigint();
+      for (let i = 0; i < c.calls; i++) x.add(x).dispose();
+      seconds.push(Number(process.hrtime.bigint() - t) / 1e9 / c.calls);
+    }
+    x.dispose();
+    return { seconds, peakBytes: peakBytes() };
+  }
+  const model = models.create(c.model!, {});
+  if (c.weights) {
+    const sd = io.loadPth(c.weights);
+    model.loadStateDict(sd);
+    for (const t of Object.values(sd)) t.dispose();
+  }
+  model.to(c.device);
+  const x = randn([c.batch, 3, c.size, c.size], { device: c.device });
+  let seconds: number[];
+  if (c.kind === 'infer') {
+    const net = inference.optimize(model.eval(), { amp: c.amp });
+    seconds = timeSteps(c, () => tidy(() => void noGrad(() => net.forward(x))));
+    net.dispose();
+  } else {
+    if (c.channelsLast) model.toChannelsLast();
+    const input = c.channelsLast ? x.contiguous('channelsLast') : x;
+    const y = randint(0, 1000, [c.batch], { device: c.device });
+    const amp = <T>(fn: () => T): T => withAmp(c.amp, c.device, fn);
+    model.train();
+    const sgd = new optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
+    seconds = timeSteps(c, () =>
+      tidy(() => {
+        sgd.zeroGrad();
+        const loss = amp(() => F.crossEntropy(model.forward(input), y));
+        loss.backward();
+        sgd.step();
+      }));
+    for (const t of [y, ...(input !== x ? [input] : [])] as Tensor[]) t.dispose();
+    sgd.dispose?.();
+  }
+  const peak = peakBytes();
+  x.dispose();
+  model.dispose();
+  return { seconds, peakBytes: peak };
+}
+
+function child(cmd: string, args: string[], what: string): Side & { version?: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`${what} failed:\n${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
 
-const rows: Row[] = [];
-console.log(`resnet-ts bench: libtorch ${torchVersion()} (${lib.how}), device ${device}, ${o.threads} threads, ${o.rounds} rounds${o.quick ? ', quick' : ''}`);
-for (const c of cases()) {
-  const ours: number[] = [];
-  const theirs: number[] = [];
-  let ourPeak = 0;
-  let theirPeak = 0;
-  for (let r = 0; r < o.rounds; r++) {
-    ours.push(...runOurs(c));
-    ourPeak = Math.max(ourPeak, peakBytes());
-    const t = runTorch(c);
-    theirs.push(...t.seconds);
-    theirPeak = Math.max(theirPeak, t.peakBytes);
-  }
-  const micro = c.kind === 'micro';
-  const scale = micro ? 1e9 : c.kind === 'infer' && c.batch === 1 ? 1e3 : 1;
-  const unit = micro ? 'ns/op' : c.kind === 'infer' && c.batch === 1 ? 'ms/batch' : 'img/s';
-  const a = median(ours);
-  const b = median(theirs);
-  const value = (s: number): number => (unit === 'img/s' ? c.batch / s : s * scale);
-  rows.push({ case: c.name, unit, ours: value(a), pytorch: value(b), ratio: a / b, oursPeakBytes: ourPeak, pytorchPeakBytes: theirPeak });
-  const row = rows[rows.length - 1]!;
-  console.log(`  ${row.case.padEnd(42)} ours ${row.ours.toFixed(2).padStart(10)} ${unit.padEnd(8)} pytorch ${row.pytorch.toFixed(2).padStart(10)}   time ratio ${row.ratio.toFixed(3)}`);
+/** PyTorch's side of one case, in a fresh Python process. */
+const runTorch = (c: Case): Side => child(lib.python!, [join(import.meta.dirname, 'bench_torch.py'), JSON.stringify(c)], `PyTorch side of '${c.name}'`);
+
+let onnxVersion: string | undefined;
+/** onnxruntime-node's side of an inference case (always float32: its CPU provider has no bf16 convolutions), in a fresh Node process. */
+function runOnnx(c: Case): Side {
+  const spec = { onnx: c.onnx, batch: c.batch, size: c.size, threads: c.threads, iters: c.iters, warmup: c.warmup };
+  const r = child(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'bench_onnx.ts'), JSON.stringify(spec)], `onnxruntime side of '${c.name}'`);
+  onnxVersion = r.version;
+  return r;
 }
 
-console.log('\n| case | unit | resnet-ts | PyTorch | time ratio (ours/PyTorch) | peak mem ours / PyTorch (MiB) |');
-console.log('|---|---|---:|---:|---:|---:|');
-for (const r of rows) {
-  console.log(`| ${r.case} | ${r.unit} | ${r.ours.toFixed(2)} | ${r.pytorch.toFixed(2)} | ${r.ratio.toFixed(3)} | ${(r.oursPeakBytes / 2 ** 20).toFixed(0)} / ${(r.pytorchPeakBytes / 2 ** 20).toFixed(0)} |`);
+const list = cases();
+attachWeights(list);
+if (withOnnx && list.some((c) => c.kind === 'infer') && !existsSync(join(import.meta.dirname, '..', 'node_modules', 'onnxruntime-node'))) {
+  console.error('bench: onnxruntime-node is not installed (npm ci installs it as a devDependency); use --no-onnx to leave it out');
+  process.exit(2);
 }
-writeFileSync(o.output, JSON.stringify({ date: new Date().toISOString(), device, threads: o.threads, torch: torchVersion(), cpu: cpus()[0]?.model, rows }, null, 2));
+const load0 = loadavg();
+const info = cpuInfo();
+console.log(`resnet-ts bench: libtorch ${torchVersion()} (${lib.how}), device ${device}, ${o.threads} threads, ${o.rounds} rounds${o.quick ? ', quick' : ''}`);
+console.log(`CPU: ${describeCpu(info)}; load average ${load0.map((v) => v.toFixed(2)).join(' ')}`);
+if (list.some((c) => c.amp) && !onCuda && !bf16Pays(info)) {
+  console.log('note: this CPU has neither AVX512-BF16 nor AMX, so the bf16 cases run emulated and are expected to be slower than float32');
+}
+
+const rows: Row[] = [];
+const started = Date.now();
+for (const c of list) {
+  const sides = { ours: [] as number[], pytorch: [] as number[], onnx: [] as number[] };
+  const peaks = { ours: 0, pytorch: 0, onnx: 0 };
+  const onnx = withOnnx && c.kind === 'infer';
+  for (let r = 0; r < o.rounds; r++) {
+    const record = (k: keyof typeof sides, s: Side): void => {
+      sides[k].push(...s.seconds);
+      peaks[k] = Math.max(peaks[k], s.peakBytes);
+    };
+    record('ours', runOurs(c));
+    record('pytorch', runTorch(c));
+    if (onnx) record('onnx', runOnnx(c));
+  }
+  const micro = c.kind === 'micro';
+  const unit = micro ? 'ns/op' : 'ms/batch';
+  const scale = micro ? 1e9 : 1e3;
+  const [a, b] = [median(sides.ours), median(sides.pytorch)];
+  const ort = onnx ? median(sides.onnx) : null;
+  const row: Row = {
+    case: c.name, unit, ours: a * scale, pytorch: b * scale, onnxruntime: ort === null ? null : ort * scale,
+    vsPytorch: a / b, vsOnnxruntime: ort === null ? null : a / ort,
+    oursPeakBytes: peaks.ours, pytorchPeakBytes: peaks.pytorch, onnxruntimePeakBytes: onnx ? peaks.onnx : null,
+  };
+  rows.push(row);
+  const f = (v: number | null, d = 2): string => (v === null ? '-' : v.toFixed(d));
+  console.log(`  ${row.case.padEnd(34)} ours ${f(row.ours).padStart(9)} ${unit}  pytorch ${f(row.pytorch).padStart(9)}  onnxruntime ${f(row.onnxruntime).padStart(9)}   ours/pytorch ${f(row.vsPytorch, 3)}  ours/onnxruntime ${f(row.vsOnnxruntime, 3)}`);
+}
+const load1 = loadavg();
+
+const mib = (v: number | null): string => (v === null ? '-' : (v / 2 ** 20).toFixed(0));
+console.log(`\nload average at the end: ${load1.map((v) => v.toFixed(2)).join(' ')}; ${((Date.now() - started) / 60_000).toFixed(1)} min`);
+console.log('\n| case | unit | resnet-ts | PyTorch | onnxruntime-node | ours/PyTorch | ours/onnxruntime | peak MiB ours / PyTorch / onnxruntime |');
+console.log('|---|---|---:|---:|---:|---:|---:|---:|');
+for (const r of rows) {
+  const f = (v: number | null, d = 2): string => (v === null ? '-' : v.toFixed(d));
+  console.log(`| ${r.case} | ${r.unit} | ${f(r.ours)} | ${f(r.pytorch)} | ${f(r.onnxruntime)} | ${f(r.vsPytorch, 3)} | ${f(r.vsOnnxruntime, 3)} | ${mib(r.oursPeakBytes)} / ${mib(r.pytorchPeakBytes)} / ${mib(r.onnxruntimePeakBytes)} |`);
+}
+writeFileSync(o.output, JSON.stringify({
+  date: new Date().toISOString(), device, threads: o.threads, rounds: o.rounds, torch: torchVersion(), onnxruntime: onnxVersion ?? null,
+  cpu: { ...info, description: describeCpu(info) }, loadAverage: { start: load0, end: load1 }, rows,
+}, null, 2));
 console.log(`\nwrote ${o.output}`);

@@ -2,7 +2,10 @@
 
 Run by scripts/bench.ts with the Python of the very torch build the addon links. torchvision is
 not importable beside the pip CPU torch here, so the ResNet/ResNeXt below follow torchvision's
-models/resnet.py layer for layer (same shapes, same ops, same parameter count).
+models/resnet.py layer for layer (same shapes, same ops, same state-dict keys); inference cases load the
+torchvision oracle's weights (case "weights", a .pth) that resnet-ts and onnxruntime-node run too.
+Inference is eager under no_grad: float32 as models come (NCHW), bf16 as PyTorch's CPU recipe has it
+(channels-last and autocast).
 
 Usage: python bench_torch.py '<json case>'  ->  prints one JSON line {"seconds": [...], "peakBytes": N}
 """
@@ -147,7 +150,10 @@ def run(case):
     torch.manual_seed(0)
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
-    model = MODELS[case['model']]().to(device)
+    model = MODELS[case['model']]()
+    if case.get('weights'):
+        model.load_state_dict(torch.load(case['weights'], map_location='cpu', weights_only=True))
+    model = model.to(device)
     cl = case.get('channelsLast', False)
     if cl:
         model = model.to(memory_format=torch.channels_last)

@@ -6,6 +6,7 @@ import { cuda } from '../lib/device.ts';
 import { DownloadError } from '../lib/hub/index.ts';
 import { IMAGENET_CATEGORIES } from '../lib/data/imagenet-classes.ts';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/data/imagenet.ts';
+import * as inference from '../lib/inference/index.ts';
 import * as models from '../lib/models/index.ts';
 import { checkpointInfo } from '../lib/io/checkpoint-file.ts';
 import type { Module } from '../lib/nn/module.ts';
@@ -69,4 +70,19 @@ export async function loadClassifier(model: string | undefined, weights: string,
     model: net.eval().to(device), numClasses, path: resolved.path, entry: resolved.entry, resize: t?.resize ?? 256, crop: t?.crop ?? 224,
     categories: named ?? (numClasses === 1000 ? IMAGENET_CATEGORIES : undefined),
   };
+}
+
+/**
+ * What the CLIs run a loaded classifier with: on CPU the fused inference copy (inference.optimize, computing in
+ * bfloat16 when amp is 'bf16') when it supports the model and `optimize` is on, else the model itself. `amp` is what
+ * is left for autocast to do around the forward (nothing for a fused net, which computes in its own dtype).
+ */
+export function inferenceModel(model: Module, o: { optimize: boolean; amp?: 'bf16' | 'fp16'; device: Device }): { net: Module; fused: boolean; amp?: 'bf16' | 'fp16' } {
+  if (!o.optimize || o.device !== 'cpu' || o.amp === 'fp16') return { net: model, fused: false, amp: o.amp };
+  try {
+    return { net: inference.optimize(model, { amp: o.amp }), fused: true };
+  } catch (e) {
+    if (e instanceof inference.UnsupportedModelError) return { net: model, fused: false, amp: o.amp };
+    throw e;
+  }
 }

@@ -47,7 +47,8 @@ fi
 # ---- npm dependencies (their install step builds the addon) ----
 if [ ! -e node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # onnxruntime-node (the bench's peer) would otherwise download CUDA libraries from outside npm.
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 fi
 
 # ---- the addon ----

@@ -201,4 +201,28 @@ test('amp: bf16 autocast runs in the Worker and stays close to float32', async (
   await rejects(() => inference.session(m, { amp: 'int8' as 'bf16' }), /amp must be/);
 });
 
+test('optimize: the Workers run the fused copy (equal to inference.optimize on this thread, and to the model to 1e-4); unsupported models run as they are', async () => {
+  const m = small();
+  const s = await inference.session(m, { optimize: true, threads: 1 });
+  assert.is(s.optimized, true);
+  const x = randn([2, 3, 32, 32]);
+  const y = await s.run(x);
+  const fused = inference.optimize(m);
+  const [ref, viaFused] = noGrad(() => [m.forward(x), fused.forward(x)]);
+  const rel = (a: Tensor, b: Tensor): number => tidy(() => a.sub(b).abs().max().item() / b.abs().max().item());
+  assert.ok(rel(y, viaFused) < 1e-6, `session vs optimize() on this thread: ${rel(y, viaFused)}`);
+  assert.ok(rel(y, ref) < 1e-4, `session vs the unfused model: ${rel(y, ref)}`);
+  await s.close();
+  const plain = new nn.Sequential(new nn.Conv2d(3, 4, 3), new nn.ReLU()).eval();
+  const s2 = await inference.session(plain, { optimize: true });
+  assert.is(s2.optimized, false);
+  const z = await s2.run(x);
+  const zRef = noGrad(() => plain.forward(x));
+  assert.ok(z.equal(zRef));
+  await s2.close();
+  for (const t of [x, y, ref, viaFused, z, zRef]) t.dispose();
+  fused.dispose();
+  plain.dispose();
+});
+
 test.run();

@@ -4,6 +4,7 @@
 import * as models from '../models/index.ts';
 import * as nn from '../nn/index.ts';
 import { Module } from '../nn/module.ts';
+import { FUSED_MODULES } from './fused.ts';
 
 /** A Module subclass (a Worker rebuilds instances without calling its constructor). */
 export type ModuleClass = abstract new (...args: never[]) => Module;
@@ -49,4 +50,4 @@ export function classByKey(key: string): ModuleClass {
 }
 
 const isModuleClass = (v: unknown): v is ModuleClass => typeof v === 'function' && v.prototype instanceof Module;
-for (const ns of [nn, models] as Record<string, unknown>[]) for (const v of Object.values(ns)) if (isModuleClass(v)) registerModuleClass(v, import.meta.url);
+for (const ns of [nn, models, FUSED_MODULES] as Record<string, unknown>[]) for (const v of Object.values(ns)) if (isModuleClass(v)) registerModuleClass(v, import.meta.url);

@@ -1,0 +1,225 @@
+// The fused inference modules that inference.optimize() builds: a convolution with its BatchNorm folded in
+// (and ReLU, and a residual addition, inside one oneDNN kernel), the residual unit made of them, and the
+// whole network. Each is a plain Module: `new X(spec)` builds it from a JSON-able spec with placeholder
+// buffers, loadStateDict() fills them, so a Worker can rebuild one from `spec` and `stateDict()`.
+import { empty, zeros } from '../creation.ts';
+import * as F from '../nn/functional.ts';
+import { Linear, MaxPool2d, Sequential, chain } from '../nn/layers.ts';
+import { Module } from '../nn/module.ts';
+import { ZeroPadShortcut } from '../models/blocks.ts';
+import type { Tensor } from '../tensor.ts';
+import { convForward, releasePacks } from './onednn.ts';
+
+/** The dtype the fused network computes in: float32, or bfloat16/float16 for `amp`. */
+export type ComputeDType = 'float32' | 'bfloat16' | 'float16';
+
+/** A convolution with its folded BatchNorm: geometry, whether ReLU follows, compute dtype. */
+export interface ConvSpec {
+  inChannels: number;
+  outChannels: number;
+  kernelSize: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+  groups: number;
+  relu: boolean;
+  dtype: ComputeDType;
+}
+
+/** An eval-mode BatchNorm that no convolution precedes (pre-activation units): y = x * scale + shift, then ReLU. */
+export interface AffineSpec {
+  channels: number;
+  relu: boolean;
+  dtype: ComputeDType;
+}
+
+/** The shortcut of a residual unit. */
+export type ShortcutSpec =
+  | { kind: 'identity' }
+  | { kind: 'projection'; conv: ConvSpec }
+  | { kind: 'zeropad'; inPlanes: number; outPlanes: number; stride: number };
+
+/**
+ * One residual unit: optional pre-activation, the body's convolutions, and the last convolution that adds the
+ * shortcut (and applies the unit's ReLU) in the same kernel. `shortcut: null` is a plain (shortcut-free) unit.
+ */
+export interface UnitSpec {
+  pre: AffineSpec | null;
+  body: ConvSpec[];
+  last: ConvSpec;
+  shortcut: ShortcutSpec | null;
+  /** A projection shortcut reads the pre-activated input (pre-activation units); the identity is always the unit's input. */
+  shortcutFromPre: boolean;
+  /** ReLU after the addition (post-activation units). */
+  relu: boolean;
+}
+
+/** The network: stem convolution, optional max-pool, stages of units, optional final BN-ReLU, global pool, fc. */
+export interface NetSpec {
+  dtype: ComputeDType;
+  stem: ConvSpec;
+  maxpool: { kernelSize: number; stride: number; padding: number } | null;
+  stages: UnitSpec[][];
+  post: AffineSpec | null;
+  fc: { inFeatures: number; outFeatures: number; bias: boolean };
+}
+
+/** Conv2d + folded BatchNorm (+ ReLU); buffers `weight` [out, in/groups, kh, kw] and `bias` [out] in the compute dtype. */
+export class FusedConv2d extends Module {
+  readonly spec: ConvSpec;
+
+  constructor(spec: ConvSpec) {
+    super();
+    this.spec = { ...spec, kernelSize: [...spec.kernelSize], stride: [...spec.stride], padding: [...spec.padding], dilation: [...spec.dilation] };
+    const { inChannels, outChannels, groups, kernelSize, dtype } = this.spec;
+    this.registerBuffer('weight', empty([outChannels, inChannels / groups, ...kernelSize], { dtype }));
+    this.registerBuffer('bias', zeros([outChannels], { dtype }));
+    this.training = false;
+  }
+
+  get weight(): Tensor { return this.buffer('weight'); }
+  get bias(): Tensor { return this.buffer('bias'); }
+
+  /** conv(x) + bias, then ReLU when the spec says so. */
+  forward(x: Tensor): Tensor {
+    return convForward(this, x, null, this.spec.relu);
+  }
+
+  /** conv(x) + bias + other, then ReLU when `relu`: a residual unit's last convolution and its shortcut, in one kernel. */
+  forwardAdd(x: Tensor, other: Tensor, relu: boolean): Tensor {
+    return convForward(this, x, other, relu);
+  }
+
+  /** Frees the reordered weights (they are rebuilt on the next forward). */
+  override dispose(): void {
+    releasePacks(this);
+    super.dispose();
+  }
+
+  protected override extraRepr(): string {
+    const s = this.spec;
+    return `${s.inChannels}, ${s.outChannels}, kernel_size=(${s.kernelSize}), stride=(${s.stride})` +
+      (s.padding.some(Boolean) ? `, padding=(${s.padding})` : '') +
+      (s.dilation.some((d) => d !== 1) ? `, dilation=(${s.dilation})` : '') +
+      (s.groups !== 1 ? `, groups=${s.groups}` : '') + `, bn folded${s.relu ? ', relu' : ''}, ${s.dtype}`;
+  }
+}
+
+/** x * scale + shift per channel (an eval BatchNorm), then ReLU: the pre-activation BN that has no conv before it. */
+export class FusedAffine extends Module {
+  readonly spec: AffineSpec;
+
+  constructor(spec: AffineSpec) {
+    super();
+    this.spec = { ...spec };
+    this.registerBuffer('scale', empty([spec.channels], { dtype: spec.dtype }));
+    this.registerBuffer('shift', empty([spec.channels], { dtype: spec.dtype }));
+    this.training = false;
+  }
+
+  forward(x: Tensor): Tensor {
+    const c = this.spec.channels;
+    const scale = this.buffer('scale').view(1, c, 1, 1);
+    const shift = this.buffer('shift').view(1, c, 1, 1);
+    const y = x.mul(scale).add_(shift);
+    scale.dispose();
+    shift.dispose();
+    return this.spec.relu ? y.relu_() : y;
+  }
+
+  protected override extraRepr(): string {
+    return `${this.spec.channels}${this.spec.relu ? ', relu' : ''}, ${this.spec.dtype}`;
+  }
+}
+
+/** A residual unit of fused convolutions (children conv1..convN, `downsample`, `pre`). */
+export class FusedResidual extends Module {
+  readonly spec: UnitSpec;
+  private readonly pre: FusedAffine | null;
+  private readonly body: FusedConv2d[];
+  private readonly last: FusedConv2d;
+  private readonly shortcut: Module | null;
+
+  constructor(spec: UnitSpec) {
+    super();
+    this.spec = structuredClone(spec);
+    this.pre = spec.pre ? this.registerModule('pre', new FusedAffine(spec.pre)) : null;
+    this.body = spec.body.map((c, i) => this.registerModule(`conv${i + 1}`, new FusedConv2d(c)));
+    this.last = this.registerModule(`conv${spec.body.length + 1}`, new FusedConv2d(spec.last));
+    const s = spec.shortcut;
+    this.shortcut = s?.kind === 'projection'
+      ? this.registerModule('downsample', new FusedConv2d(s.conv))
+      : s?.kind === 'zeropad'
+        ? this.registerModule('downsample', new ZeroPadShortcut(s.inPlanes, s.outPlanes, s.stride))
+        : null;
+    this.training = false;
+  }
+
+  forward(x: Tensor): Tensor {
+    const pre = this.pre ? this.pre.forward(x) : x;
+    const h = chain(pre, ...this.body);
+    let out: Tensor;
+    if (!this.spec.shortcut) {
+      out = this.last.forward(h);
+    } else {
+      const from = this.shortcut && this.spec.shortcutFromPre ? pre : x;
+      const identity = this.shortcut ? this.shortcut.forward(from) : from;
+      out = this.last.forwardAdd(h, identity, this.spec.relu);
+      if (identity !== from) identity.dispose();
+    }
+    if (h !== pre) h.dispose();
+    if (pre !== x) pre.dispose();
+    return out;
+  }
+}
+
+/**
+ * The fused network. forward() takes NCHW (or channels-last) float32 images and returns float32 logits; inside,
+ * activations are channels-last in the compute dtype. Children: stem, maxpool, layer1..N, post, fc (float32).
+ */
+export class FusedNet extends Module {
+  readonly spec: NetSpec;
+  private readonly layers: Module[];
+
+  constructor(spec: NetSpec) {
+    super();
+    this.spec = structuredClone(spec);
+    const stem = this.registerModule('stem', new FusedConv2d(spec.stem));
+    const pool = spec.maxpool
+      ? this.registerModule('maxpool', new MaxPool2d(spec.maxpool.kernelSize, { stride: spec.maxpool.stride, padding: spec.maxpool.padding }))
+      : null;
+    const stages = spec.stages.map((units, i) => this.registerModule(`layer${i + 1}`, new Sequential(...units.map((u) => new FusedResidual(u)))));
+    const post = spec.post ? this.registerModule('post', new FusedAffine(spec.post)) : null;
+    this.layers = [stem, ...(pool ? [pool] : []), ...stages, ...(post ? [post] : [])];
+    this.registerModule('fc', new Linear(spec.fc.inFeatures, spec.fc.outFeatures, { bias: spec.fc.bias }));
+    this.training = false;
+  }
+
+  forward(x: Tensor): Tensor {
+    const c = this.spec.stem.inChannels;
+    if (x.ndim !== 4 || x.shape[1] !== c) throw new Error(`FusedNet: expected input [N, ${c}, H, W]; got [${x.shape.join(', ')}]`);
+    const cl = x.contiguous('channelsLast');
+    const input = cl.dtype === this.spec.dtype ? cl : cl.to(this.spec.dtype);
+    if (input !== cl) cl.dispose();
+    const features = chain(input, ...this.layers);
+    input.dispose();
+    const pooled = F.adaptiveAvgPool2d(features, 1);
+    features.dispose();
+    const flat = pooled.flatten(1);
+    pooled.dispose();
+    const f32 = flat.dtype === 'float32' ? flat : flat.to('float32');
+    if (f32 !== flat) flat.dispose();
+    const y = this.child<Linear>('fc').forward(f32);
+    f32.dispose();
+    return y;
+  }
+
+  /** Frees every parameter, buffer and reordered weight. */
+  override dispose(): void {
+    for (const m of this.modules()) if (m instanceof FusedConv2d) releasePacks(m);
+    super.dispose();
+  }
+}
+
+/** Every module class a fused network is made of (for registries that rebuild module trees, e.g. in Workers). */
+export const FUSED_MODULES = [FusedNet, FusedResidual, FusedConv2d, FusedAffine, Sequential, MaxPool2d, Linear, ZeroPadShortcut] as const;
