@@ -3,9 +3,9 @@
 // the frozen modules set to requires_grad=False and eval(), SGD over parameter groups (classifier lr apart,
 // no decay on 1-D parameters), two full-batch steps; every tensor's change must match. Then the command line
 // on an image folder: --weights DEFAULT from torch's cache, --val-split, --freeze, --head-lr, the class names
-// in the checkpoint and printed by predict, and the mistakes that exit 2.
+// in the checkpoint and printed by predict, and the mistakes that exit 2 (a val/ with other classes among them).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { test } from 'uvu';
@@ -159,6 +159,12 @@ test('train --weights DEFAULT --val-split --freeze backbone --head-lr on a folde
   const b = runScript('train.ts', ['--model', 'resnet18', '--data', join(dir, 'split'), '--val-split', '0.1', '--out', join(dir, 'bad')]);
   assert.is(b.status, 2, b.stderr);
   assert.match(b.stderr, /--val-split: .*has its own val\/ folder/);
+  // A val/ whose class folders differ from train/'s would shift the labels after the difference.
+  cpSync(photos, join(dir, 'mismatch', 'train'), { recursive: true });
+  for (const c of ['cat', 'emu', 'fox']) mkdirSync(join(dir, 'mismatch', 'val', c), { recursive: true });
+  const m = runScript('train.ts', ['--model', 'resnet18', '--data', join(dir, 'mismatch'), '--out', join(dir, 'bad')]);
+  assert.is(m.status, 2, m.stderr);
+  assert.match(m.stderr, /--data: the class folders of .*val must be those of .*train .*; missing from .*val: dog; not in .*train: fox/);
 });
 
 test.run();

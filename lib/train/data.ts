@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadCifar10, loadCifar100 } from '../data/cifar.ts';
 import { loadFashionMnist, loadMnist } from '../data/fashion-mnist.ts';
 import { folderSource } from '../data/folder-source.ts';
-import { listImageFolder } from '../data/image-folder.ts';
+import { checkSameClasses, findClasses, listImageFolder } from '../data/image-folder.ts';
 import { stratifiedSplit } from '../data/split.ts';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../data/imagenet.ts';
 import { arraySource, type BatchSource } from '../data/loader.ts';
@@ -71,7 +71,14 @@ export function folderData(dir: string, imageSize: number, o: FolderDataOptions 
     return { ...common, train, test: folderSource(trainDir, stored, { subset: val }), classes: train.classes };
   }
   const train = folderSource(trainDir, stored);
-  const test = valDir ? folderSource(valDir, stored, { sameClassesAs: { dir: trainDir, classes: train.classes } }) : train;
+  if (!valDir) return { ...common, train, test: train, classes: train.classes };
+  // Checked here rather than by folderSource's sameClassesAs so that the CLIs report it as a --data mistake.
+  try {
+    checkSameClasses(train.classes, findClasses(valDir), trainDir, valDir);
+  } catch (e) {
+    throw new RecipeError('data', (e as Error).message);
+  }
+  const test = folderSource(valDir, stored);
   return { ...common, train, test, classes: train.classes };
 }
 
