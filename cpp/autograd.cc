@@ -21,7 +21,9 @@ at::DeviceType deviceType(const Args& a, size_t i) {
 }  // namespace
 
 void registerAutograd(Napi::Env env, Napi::Object exports) {
-  def(env, exports, "requiresGrad_", [](Args& a) { return a.tensor(0, "self").requires_grad_(a.boolean(1, "requiresGrad", true)); });
+  def(env, exports, "requiresGrad_", [](Args& a) -> const at::Tensor& {
+    return a.tensor(0, "self").requires_grad_(a.boolean(1, "requiresGrad", true));
+  });
   // backward(loss, gradient?, retainGraph)
   def(env, exports, "backward", [](Args& a) {
     at::Tensor& t = a.tensor(0, "self");

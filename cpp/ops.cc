@@ -1,5 +1,6 @@
-// The op table: one small wrapper per libtorch op, no logic beyond argument reading.
-// Argument order follows the TypeScript signatures in lib/native.ts.
+// One small wrapper per libtorch op, no logic beyond argument reading. Each is a row of the op
+// table in lib/native.ts, which names its arguments in the order read here (test/native.test.ts
+// checks it); in-place ops return their self by reference, so def() hands back the caller's handle.
 #include <ATen/ATen.h>
 
 #include "tensor.h"
@@ -12,9 +13,9 @@ at::TensorOptions opts(const Args& a, size_t dtypeAt, size_t deviceAt, at::Scala
   return at::TensorOptions().dtype(a.optDtype(dtypeAt, "dtype").value_or(dflt)).device(a.device(deviceAt, "device"));
 }
 
-// Binary ops accept a Tensor or a number as their second operand.
-#define BINARY(name, expr_t, expr_s)                                     \
-  def(env, exports, name, [](Args& a) -> at::Tensor {                   \
+// Binary ops accept a Tensor or a number as their second operand; R is at::Tensor& for in-place ones.
+#define BINARY_AS(R, name, expr_t, expr_s)                               \
+  def(env, exports, name, [](Args& a) -> R {                            \
     at::Tensor& x = a.tensor(0, "self");                                \
     if (a.isScalar(1)) {                                                \
       at::Scalar s = a.scalar(1, "other");                              \
@@ -23,6 +24,8 @@ at::TensorOptions opts(const Args& a, size_t dtypeAt, size_t deviceAt, at::Scala
     at::Tensor& y = a.tensor(1, "other");                               \
     return expr_t;                                                      \
   })
+#define BINARY(name, expr_t, expr_s) BINARY_AS(at::Tensor, name, expr_t, expr_s)
+#define BINARY_(name, expr_t, expr_s) BINARY_AS(at::Tensor&, name, expr_t, expr_s)
 
 #define UNARY(name, expr) def(env, exports, name, [](Args& a) -> at::Tensor { at::Tensor& x = a.tensor(0, "self"); return expr; })
 
@@ -70,12 +73,16 @@ void registerOps(Napi::Env env, Napi::Object exports) {
   def(env, exports, "clone", [](Args& a) { return a.tensor(0, "self").clone(at::MemoryFormat::Preserve); });
 
   // ---- in-place fills (initialisers) ----
-  def(env, exports, "fill_", [](Args& a) { return a.tensor(0, "self").fill_(a.scalar(1, "value")); });
-  def(env, exports, "zero_", [](Args& a) { return a.tensor(0, "self").zero_(); });
-  def(env, exports, "normal_", [](Args& a) { return a.tensor(0, "self").normal_(a.num(1, "mean"), a.num(2, "std")); });
-  def(env, exports, "uniform_", [](Args& a) { return a.tensor(0, "self").uniform_(a.num(1, "from"), a.num(2, "to")); });
-  def(env, exports, "bernoulli_", [](Args& a) { return a.tensor(0, "self").bernoulli_(a.num(1, "p")); });
-  def(env, exports, "copy_", [](Args& a) {
+  def(env, exports, "fill_", [](Args& a) -> at::Tensor& { return a.tensor(0, "self").fill_(a.scalar(1, "value")); });
+  def(env, exports, "zero_", [](Args& a) -> at::Tensor& { return a.tensor(0, "self").zero_(); });
+  def(env, exports, "normal_", [](Args& a) -> at::Tensor& {
+    return a.tensor(0, "self").normal_(a.num(1, "mean", 0), a.num(2, "std", 1));
+  });
+  def(env, exports, "uniform_", [](Args& a) -> at::Tensor& {
+    return a.tensor(0, "self").uniform_(a.num(1, "from", 0), a.num(2, "to", 1));
+  });
+  def(env, exports, "bernoulli_", [](Args& a) -> at::Tensor& { return a.tensor(0, "self").bernoulli_(a.num(1, "p")); });
+  def(env, exports, "copy_", [](Args& a) -> at::Tensor& {
     return a.tensor(0, "self").copy_(a.tensor(1, "src"), a.boolean(2, "nonBlocking", false));
   });
 
@@ -123,14 +130,14 @@ void registerOps(Napi::Env env, Napi::Object exports) {
   def(env, exports, "detach", [](Args& a) { return a.tensor(0, "self").detach(); });
 
   // ---- elementwise math ----
-  BINARY("add", x.add(y, a.scalar(2, "alpha", 1)), x.add(s));
-  BINARY("sub", x.sub(y, a.scalar(2, "alpha", 1)), x.sub(s));
+  BINARY("add", x.add(y, a.scalar(2, "alpha", 1)), x.add(s, a.scalar(2, "alpha", 1)));
+  BINARY("sub", x.sub(y, a.scalar(2, "alpha", 1)), x.sub(s, a.scalar(2, "alpha", 1)));
   BINARY("mul", x.mul(y), x.mul(s));
   BINARY("div", x.div(y), x.div(s));
-  BINARY("add_", x.add_(y, a.scalar(2, "alpha", 1)), x.add_(s));
-  BINARY("sub_", x.sub_(y, a.scalar(2, "alpha", 1)), x.sub_(s));
-  BINARY("mul_", x.mul_(y), x.mul_(s));
-  BINARY("div_", x.div_(y), x.div_(s));
+  BINARY_("add_", x.add_(y, a.scalar(2, "alpha", 1)), x.add_(s, a.scalar(2, "alpha", 1)));
+  BINARY_("sub_", x.sub_(y, a.scalar(2, "alpha", 1)), x.sub_(s, a.scalar(2, "alpha", 1)));
+  BINARY_("mul_", x.mul_(y), x.mul_(s));
+  BINARY_("div_", x.div_(y), x.div_(s));
   BINARY("pow", x.pow(y), x.pow(s));
   BINARY("eq", x.eq(y), x.eq(s));
   BINARY("ne", x.ne(y), x.ne(s));
@@ -147,7 +154,7 @@ void registerOps(Napi::Env env, Napi::Object exports) {
   UNARY("sqrt", x.sqrt());
   UNARY("rsqrt", x.rsqrt());
   UNARY("relu", x.relu());
-  UNARY("relu_", x.relu_());
+  def(env, exports, "relu_", [](Args& a) -> at::Tensor& { return a.tensor(0, "self").relu_(); });
   UNARY("sigmoid", x.sigmoid());
   UNARY("tanh", x.tanh());
   UNARY("sign", x.sign());
@@ -166,10 +173,10 @@ void registerOps(Napi::Env env, Napi::Object exports) {
   def(env, exports, "maskedFill", [](Args& a) {
     return a.tensor(0, "self").masked_fill(a.tensor(1, "mask"), a.scalar(2, "value"));
   });
-  def(env, exports, "addcmul_", [](Args& a) {
+  def(env, exports, "addcmul_", [](Args& a) -> at::Tensor& {
     return a.tensor(0, "self").addcmul_(a.tensor(1, "tensor1"), a.tensor(2, "tensor2"), a.scalar(3, "value"));
   });
-  def(env, exports, "lerp_", [](Args& a) { return a.tensor(0, "self").lerp_(a.tensor(1, "end"), a.scalar(2, "weight")); });
+  def(env, exports, "lerp_", [](Args& a) -> at::Tensor& { return a.tensor(0, "self").lerp_(a.tensor(1, "end"), a.scalar(2, "weight")); });
 
   // ---- reductions; dims may be omitted for a full reduction ----
   def(env, exports, "sum", [](Args& a) {
@@ -211,7 +218,7 @@ void registerOps(Napi::Env env, Napi::Object exports) {
   def(env, exports, "sort", [](Args& a) {
     return at::sort(a.tensor(0, "self"), a.integer(1, "dim", -1), a.boolean(2, "descending", false));
   });
-  def(env, exports, "norm", [](Args& a) { return at::norm(a.tensor(0, "self"), a.scalar(1, "p")); });
+  def(env, exports, "norm", [](Args& a) { return at::norm(a.tensor(0, "self"), a.scalar(1, "p", 2)); });
   def(env, exports, "matmul", [](Args& a) { return at::matmul(a.tensor(0, "self"), a.tensor(1, "other")); });
   def(env, exports, "allclose", [](Args& a) {
     return at::allclose(a.tensor(0, "self"), a.tensor(1, "other"), a.num(2, "rtol", 1e-5), a.num(3, "atol", 1e-8));
@@ -223,10 +230,11 @@ void registerOps(Napi::Env env, Napi::Object exports) {
     return at::conv2d(a.tensor(0, "input"), a.tensor(1, "weight"), a.optTensor(2, "bias"), a.ints(3, "stride"),
                       a.ints(4, "padding"), a.ints(5, "dilation"), a.integer(6, "groups"));
   });
-  // batchNorm(x, runningMean?, runningVar?, weight?, bias?, training, momentum, eps); updates running stats in training.
+  // batchNorm(input, weight?, bias?, runningMean?, runningVar?, training, momentum, eps): at::batch_norm's order;
+  // in training it updates the running statistics in place.
   def(env, exports, "batchNorm", [](Args& a) {
-    return at::batch_norm(a.tensor(0, "input"), a.optTensor(3, "weight"), a.optTensor(4, "bias"), a.optTensor(1, "runningMean"),
-                          a.optTensor(2, "runningVar"), a.boolean(5, "training", false), a.num(6, "momentum"), a.num(7, "eps"),
+    return at::batch_norm(a.tensor(0, "input"), a.optTensor(1, "weight"), a.optTensor(2, "bias"), a.optTensor(3, "runningMean"),
+                          a.optTensor(4, "runningVar"), a.boolean(5, "training", false), a.num(6, "momentum"), a.num(7, "eps"),
                           at::globalContext().userEnabledCuDNN());
   });
   def(env, exports, "maxPool2d", [](Args& a) {

@@ -106,11 +106,14 @@ inline Napi::Value toJS(Napi::Env env, const std::optional<at::Tensor>& t) {
   return t && t->defined() ? toJS(env, *t) : env.Null();
 }
 
-// Registers fn(Args&) under name; its result is converted by toJS, its exceptions by guard().
+// Registers fn(Args&) under name; its result is converted by toJS, its exceptions by guard(). An
+// fn returning a tensor by reference is an in-place op returning its self (argument 0): the
+// caller gets its own handle back instead of a second one it would have to dispose.
 template <typename F>
 void def(Napi::Env env, Napi::Object exports, const char* name, F f) {
   auto fp = +f;
   using R = decltype(fp(std::declval<Args&>()));
+  static_assert(!std::is_reference_v<R> || std::is_same_v<std::decay_t<R>, at::Tensor>, "only in-place ops return by reference");
   exports.Set(name, Napi::Function::New(
                         env,
                         [fp, name](const Napi::CallbackInfo& info) -> Napi::Value {
@@ -119,6 +122,10 @@ void def(Napi::Env env, Napi::Object exports, const char* name, F f) {
                             if constexpr (std::is_void_v<R>) {
                               fp(a);
                               return info.Env().Undefined();
+                            } else if constexpr (std::is_reference_v<R>) {
+                              const at::Tensor& self = fp(a);
+                              if (&self == TensorHandle::Find(info[0], nullptr)) return info[0];
+                              return toJS(info.Env(), self);
                             } else {
                               return toJS(info.Env(), fp(a));
                             }

@@ -1,5 +1,5 @@
 // Tensor, DType, Device; memory scopes (tidy/keep/dispose); grad and autocast modes.
-import { native, type Handle } from './native.ts';
+import { OPS, native, type DTypeCode, type Handle, type NativeOps, type Op, type ParamKind, type Signature } from './native.ts';
 
 /** Element types a Tensor can hold. */
 export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
@@ -10,12 +10,12 @@ export type Shape = readonly number[];
 /** A tensor or a number where an op takes either. */
 export type TensorLike = Tensor | number | boolean;
 
-const dtypeCode = native.dtypes as Record<DType, number>;
+const dtypeCode = native.dtypes as Readonly<Record<DType, DTypeCode>>;
 const dtypeName = new Map<number, DType>(Object.entries(dtypeCode).map(([k, v]) => [v, k as DType]));
 const DTYPES = new Set(Object.keys(dtypeCode));
 
 /** The native dtype code of a DType name; a TypeError names a wrong one. */
-export function dtypeOf(d: DType | undefined | null, what = 'dtype'): number | undefined {
+export function dtypeOf(d: DType | undefined | null, what = 'dtype'): DTypeCode | undefined {
   if (d === undefined || d === null) return undefined;
   if (typeof d !== 'string' || !DTYPES.has(d)) throw new TypeError(`${what} must be one of ${[...DTYPES].join(', ')}; got ${String(d)}`);
   return dtypeCode[d];
@@ -123,22 +123,10 @@ export class Tensor {
   toString(): string { return formatTensor(this); }
   [Symbol.for('nodejs.util.inspect.custom')](): string { return this.isDisposed ? 'tensor(<disposed>)' : formatTensor(this); }
 
-  // ---- views and layout ----
+  // ---- the methods that take more than the op table's arguments; the rest come from OPS ----
   view(...shape: number[] | [Shape]): Tensor { return new Tensor(native.view(this.h, flatShape(shape))); }
   reshape(...shape: number[] | [Shape]): Tensor { return new Tensor(native.reshape(this.h, flatShape(shape))); }
   permute(...dims: number[] | [Shape]): Tensor { return new Tensor(native.permute(this.h, flatShape(dims))); }
-  transpose(d0: number, d1: number): Tensor { return new Tensor(native.transpose(this.h, d0, d1)); }
-  flatten(startDim = 0, endDim = -1): Tensor { return new Tensor(native.flatten(this.h, startDim, endDim)); }
-  squeeze(dim?: number): Tensor { return new Tensor(native.squeeze(this.h, dim)); }
-  unsqueeze(dim: number): Tensor { return new Tensor(native.unsqueeze(this.h, dim)); }
-  narrow(dim: number, start: number, length: number): Tensor { return new Tensor(native.narrow(this.h, dim, start, length)); }
-  /** Python's t[start:end:step] along dim. */
-  slice(dim: number, start?: number | null, end?: number | null, step = 1): Tensor {
-    return new Tensor(native.slice(this.h, dim, start, end, step));
-  }
-  select(dim: number, index: number): Tensor { return new Tensor(native.select(this.h, dim, index)); }
-  indexSelect(dim: number, index: Tensor): Tensor { return new Tensor(native.indexSelect(this.h, dim, index.h)); }
-  gather(dim: number, index: Tensor): Tensor { return new Tensor(native.gather(this.h, dim, index.h)); }
   expand(...shape: number[] | [Shape]): Tensor { return new Tensor(native.expand(this.h, flatShape(shape))); }
   contiguous(memoryFormat: 'contiguous' | 'channelsLast' = 'contiguous'): Tensor {
     return new Tensor(native.contiguous(this.h, memoryFormat === 'channelsLast'));
@@ -163,55 +151,7 @@ export class Tensor {
   cpu(): Tensor { return this.to('cpu'); }
   cuda(index = 0): Tensor { return this.to(`cuda:${index}`); }
   float(): Tensor { return this.to('float32'); }
-  pinMemory(): Tensor { return new Tensor(native.pinMemory(this.h)); }
-  clone(): Tensor { return new Tensor(native.clone(this.h)); }
-  detach(): Tensor { return new Tensor(native.detach(this.h)); }
 
-  // ---- math (a Tensor or a number as the other operand) ----
-  add(o: TensorLike, alpha?: number): Tensor { return new Tensor(native.add(this.h, other(o), alpha)); }
-  sub(o: TensorLike, alpha?: number): Tensor { return new Tensor(native.sub(this.h, other(o), alpha)); }
-  mul(o: TensorLike): Tensor { return new Tensor(native.mul(this.h, other(o))); }
-  div(o: TensorLike): Tensor { return new Tensor(native.div(this.h, other(o))); }
-  add_(o: TensorLike, alpha?: number): this { this.drop(native.add_(this.h, other(o), alpha)); return this; }
-  sub_(o: TensorLike, alpha?: number): this { this.drop(native.sub_(this.h, other(o), alpha)); return this; }
-  mul_(o: TensorLike): this { this.drop(native.mul_(this.h, other(o))); return this; }
-  div_(o: TensorLike): this { this.drop(native.div_(this.h, other(o))); return this; }
-  pow(o: TensorLike): Tensor { return new Tensor(native.pow(this.h, other(o))); }
-  eq(o: TensorLike): Tensor { return new Tensor(native.eq(this.h, other(o))); }
-  ne(o: TensorLike): Tensor { return new Tensor(native.ne(this.h, other(o))); }
-  gt(o: TensorLike): Tensor { return new Tensor(native.gt(this.h, other(o))); }
-  lt(o: TensorLike): Tensor { return new Tensor(native.lt(this.h, other(o))); }
-  ge(o: TensorLike): Tensor { return new Tensor(native.ge(this.h, other(o))); }
-  le(o: TensorLike): Tensor { return new Tensor(native.le(this.h, other(o))); }
-  maximum(o: TensorLike): Tensor { return new Tensor(native.maximum(this.h, other(o))); }
-  minimum(o: TensorLike): Tensor { return new Tensor(native.minimum(this.h, other(o))); }
-  neg(): Tensor { return new Tensor(native.neg(this.h)); }
-  abs(): Tensor { return new Tensor(native.abs(this.h)); }
-  exp(): Tensor { return new Tensor(native.exp(this.h)); }
-  log(): Tensor { return new Tensor(native.log(this.h)); }
-  sqrt(): Tensor { return new Tensor(native.sqrt(this.h)); }
-  rsqrt(): Tensor { return new Tensor(native.rsqrt(this.h)); }
-  relu(): Tensor { return new Tensor(native.relu(this.h)); }
-  relu_(): this { this.drop(native.relu_(this.h)); return this; }
-  sigmoid(): Tensor { return new Tensor(native.sigmoid(this.h)); }
-  tanh(): Tensor { return new Tensor(native.tanh(this.h)); }
-  sign(): Tensor { return new Tensor(native.sign(this.h)); }
-  floor(): Tensor { return new Tensor(native.floor(this.h)); }
-  round(): Tensor { return new Tensor(native.round(this.h)); }
-  isfinite(): Tensor { return new Tensor(native.isfinite(this.h)); }
-  logicalNot(): Tensor { return new Tensor(native.logicalNot(this.h)); }
-  clamp(min?: number | null, max?: number | null): Tensor { return new Tensor(native.clamp(this.h, min, max)); }
-  maskedFill(mask: Tensor, value: number | boolean): Tensor { return new Tensor(native.maskedFill(this.h, mask.h, value)); }
-  matmul(o: Tensor): Tensor { return new Tensor(native.matmul(this.h, o.h)); }
-  fill_(v: number | boolean): this { this.drop(native.fill_(this.h, v)); return this; }
-  zero_(): this { this.drop(native.zero_(this.h)); return this; }
-  normal_(mean = 0, std = 1): this { this.drop(native.normal_(this.h, mean, std)); return this; }
-  uniform_(from = 0, to = 1): this { this.drop(native.uniform_(this.h, from, to)); return this; }
-  copy_(src: Tensor, nonBlocking = false): this { this.drop(native.copy_(this.h, src.h, nonBlocking)); return this; }
-
-  // ---- reductions (dim omitted: over everything) ----
-  sum(dim?: number | Shape | null, keepdim = false, dtype?: DType): Tensor { return new Tensor(native.sum(this.h, dim, keepdim, dtypeOf(dtype))); }
-  mean(dim?: number | Shape | null, keepdim = false, dtype?: DType): Tensor { return new Tensor(native.mean(this.h, dim, keepdim, dtypeOf(dtype))); }
   /** Variance with Bessel's correction by default (correction=1), as torch.var. */
   var(dim?: number | Shape | null, { correction = 1, keepdim = false } = {}): Tensor { return new Tensor(native.var(this.h, dim, correction, keepdim)); }
   std(dim?: number | Shape | null, { correction = 1, keepdim = false } = {}): Tensor { return new Tensor(native.std(this.h, dim, correction, keepdim)); }
@@ -230,36 +170,82 @@ export class Tensor {
     const [v, i] = native.minDim(this.h, dim, keepdim);
     return { values: new Tensor(v), indices: new Tensor(i) };
   }
-  argmax(dim?: number, keepdim = false): Tensor { return new Tensor(native.argmax(this.h, dim, keepdim)); }
-  argmin(dim?: number, keepdim = false): Tensor { return new Tensor(native.argmin(this.h, dim, keepdim)); }
-  topk(k: number, dim = -1, largest = true, sorted = true): { values: Tensor; indices: Tensor } {
-    const [v, i] = native.topk(this.h, k, dim, largest, sorted);
-    return { values: new Tensor(v), indices: new Tensor(i) };
-  }
-  sort(dim = -1, descending = false): { values: Tensor; indices: Tensor } {
-    const [v, i] = native.sort(this.h, dim, descending);
-    return { values: new Tensor(v), indices: new Tensor(i) };
-  }
-  norm(p = 2): Tensor { return new Tensor(native.norm(this.h, p)); }
-  allclose(o: Tensor, rtol = 1e-5, atol = 1e-8): boolean { return native.allclose(this.h, o.h, rtol, atol); }
-  equal(o: Tensor): boolean { return native.equal(this.h, o.h); }
 
-  /** @internal In-place ops hand back a second handle on this tensor; release it so it cannot leak. */
-  private drop(h: Handle | undefined): void {
-    if (h && h !== this.h) native.dispose(h);
-  }
-
-  // ---- autograd ----
-  requiresGrad_(on = true): this { this.drop(native.requiresGrad_(this.h, on)); return this; }
   /** Accumulates gradients into the leaves; gradient defaults to ones for a scalar. */
   backward(gradient?: Tensor, { retainGraph = false } = {}): void { native.backward(this.h, gradient?.h, retainGraph); }
 }
 
-function other(o: TensorLike): Handle | number | boolean {
+// ---- the op table's method rows, installed on Tensor ----
+
+type Tail<P> = P extends readonly [unknown, ...infer R] ? R : never;
+/** A native parameter or result type as the Tensor side sees it. */
+type Outer<T> = T extends Handle ? Tensor : T extends readonly Handle[] ? readonly Tensor[] : T;
+type OuterParam<T> = ParamKind<T> extends 'like' ? TensorLike : ParamKind<T> extends 'dtype' ? DType | null | undefined : Outer<T>;
+type OuterParams<P extends readonly unknown[]> = { [I in keyof P]: OuterParam<P[I]> };
+type MethodOf<K, F> = F extends (...a: infer P) => infer R
+  ? K extends `${string}_`
+    ? <T extends Tensor>(this: T, ...args: OuterParams<Tail<P>>) => T
+    : (...args: OuterParams<Tail<P>>) => R extends [Handle, Handle] ? { values: Tensor; indices: Tensor } : Outer<R>
+  : never;
+type MethodRows = { [K in keyof typeof OPS as (typeof OPS)[K] extends Op<Signature, true> ? K : never]: (typeof OPS)[K] };
+/** The Tensor methods the op table declares: the native op with the receiver as its first argument. */
+export type TensorMethods = { [K in keyof MethodRows]: MethodOf<K, NativeOps[K]> };
+/** The op table's function `name` over Tensors (Tensor arguments and lists as handles, handle results as Tensors). */
+export type TensorFunction<F> = F extends (...a: infer P) => infer R ? (...args: OuterParams<P>) => R extends readonly Handle[] ? Tensor[] : Outer<R> : never;
+export interface Tensor extends TensorMethods {}
+
+function other(o: unknown): unknown {
   if (o instanceof Tensor) return o.h;
   if (typeof o === 'number' || typeof o === 'boolean') return o;
   throw new TypeError(`expected a Tensor or a number; got ${o === null ? 'null' : typeof o}`);
 }
+function plain(v: unknown): unknown {
+  if (v instanceof Tensor) return v.h;
+  return Array.isArray(v) && v[0] instanceof Tensor ? v.map((t) => (t instanceof Tensor ? t.h : t)) : v;
+}
+const CONVERT: Record<string, (v: unknown) => unknown> = { like: other, dtype: (v) => dtypeOf(v as DType), plain };
+const converters = (op: Op): ((v: unknown) => unknown)[] => op.args.map((a) => CONVERT[a.split(':')[1] ?? 'plain']!);
+const tensorsOf = (r: unknown): unknown => (typeof r === 'bigint' ? new Tensor(r as unknown as Handle) : r);
+
+/** @internal The op table's function `name` over Tensors. */
+export function tensorFunction<K extends keyof NativeOps>(name: K): TensorFunction<NativeOps[K]> {
+  const f = native[name] as (...a: unknown[]) => unknown;
+  const conv = converters(OPS[name]);
+  return ((...args: unknown[]) => {
+    for (let i = 0; i < args.length && i < conv.length; i++) args[i] = conv[i]!(args[i]);
+    const r = f(...args);
+    return Array.isArray(r) ? r.map(tensorsOf) : tensorsOf(r);
+  }) as TensorFunction<NativeOps[K]>;
+}
+
+const methodResult = (r: unknown): unknown =>
+  typeof r === 'bigint' ? new Tensor(r as unknown as Handle) : Array.isArray(r) ? { values: new Tensor(r[0]), indices: new Tensor(r[1]) } : r;
+
+// One closure per arity rather than rest parameters: a method call then costs what a hand-written one does.
+function installMethod(name: string, op: Op): void {
+  type Fn = (...a: unknown[]) => unknown;
+  const f = native[name as keyof NativeOps] as Fn;
+  const conv = converters(op).slice(1);
+  const [c0, c1, c2] = conv as [Fn, Fn, Fn];
+  const convert = (args: unknown[]): unknown[] => args.map((v, i) => (i < conv.length ? conv[i]!(v) : v));
+  // In place (torch's trailing underscore): the receiver is the result.
+  const value = name.endsWith('_')
+    ? [
+        function (this: Tensor) { f(this.h); return this; },
+        function (this: Tensor, a: unknown) { f(this.h, c0(a)); return this; },
+        function (this: Tensor, a: unknown, b: unknown) { f(this.h, c0(a), c1(b)); return this; },
+        function (this: Tensor, a: unknown, b: unknown, c: unknown) { f(this.h, c0(a), c1(b), c2(c)); return this; },
+      ][conv.length] ?? function (this: Tensor, ...a: unknown[]) { f(this.h, ...convert(a)); return this; }
+    : [
+        function (this: Tensor) { return methodResult(f(this.h)); },
+        function (this: Tensor, a: unknown) { return methodResult(f(this.h, c0(a))); },
+        function (this: Tensor, a: unknown, b: unknown) { return methodResult(f(this.h, c0(a), c1(b))); },
+        function (this: Tensor, a: unknown, b: unknown, c: unknown) { return methodResult(f(this.h, c0(a), c1(b), c2(c))); },
+      ][conv.length] ?? function (this: Tensor, ...a: unknown[]) { return methodResult(f(this.h, ...convert(a))); };
+  Object.defineProperty(value, 'name', { value: name });
+  Object.defineProperty(Tensor.prototype, name, { value, writable: true, configurable: true });
+}
+for (const [name, op] of Object.entries(OPS) as [string, Op][]) if (op.method) installMethod(name, op);
 
 function flatShape(args: number[] | [Shape]): readonly number[] {
   return args.length === 1 && Array.isArray(args[0]) ? (args[0] as Shape) : (args as number[]);

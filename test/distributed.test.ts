@@ -6,8 +6,8 @@ import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { io, type Tensor } from '../lib/index.ts';
-import { comparableSummary, maxAbsDiff, root, tmp } from './helpers.ts';
+import { distributed as dist, io, models, nn, randn, tidy, type Tensor } from '../lib/index.ts';
+import { comparableSummary, maxAbsDiff, py, root, tmp, visionPython } from './helpers.ts';
 
 interface Done { code: number | null; stderr: string; ms: number }
 
@@ -63,6 +63,30 @@ test('2 Gloo ranks: synchronised gradients are the average of the per-rank gradi
     assert.is(overlapped, buckets.length, `rank ${r}: ${overlapped} of ${buckets.length} buckets launched during backward`);
   }
 });
+
+test('convertSyncBatchNorm swaps in SyncBatchNorm modules on the same tensors, as torch.nn.SyncBatchNorm.convert_sync_batchnorm does', () => tidy(() => {
+  const ref = py<{ keys: string[]; sync: number }>(`import json, torch, torchvision
+m = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torchvision.models.resnet18())
+print(json.dumps({'keys': list(m.state_dict()), 'sync': sum(isinstance(x, torch.nn.SyncBatchNorm) for x in m.modules())}))`, { python: visionPython });
+  const model = models.create('resnet18');
+  const before = model.stateDict();
+  const x = randn([2, 3, 32, 32]);
+  const yPlain = model.forward(x);
+  const same = dist.convertSyncBatchNorm(model);
+  assert.is(same, model);
+  assert.is(model.modules().filter((m) => m instanceof nn.SyncBatchNorm).length, ref.sync);
+  assert.equal(Object.keys(model.stateDict()), ref.keys);
+  for (const [k, t] of Object.entries(model.stateDict())) assert.is(t, before[k], `${k} is not the tensor it was`);
+  // The blocks' own fields follow the swap, so forward runs the new modules.
+  assert.instance(model.child<nn.Sequential>('layer1').at<nn.Module & { bn1: nn.Module }>(0).bn1, nn.SyncBatchNorm);
+  // Without a process group a SyncBatchNorm normalises as BatchNorm2d does (the same batch, in training mode).
+  assert.ok(maxAbsDiff(model.forward(x).toArray() as Float32Array, yPlain.toArray() as Float32Array) < 1e-5);
+  const bn = new nn.BatchNorm2d(3);
+  const sync = dist.convertSyncBatchNorm(bn);
+  assert.instance(sync, nn.SyncBatchNorm);
+  assert.is(sync.weight, bn.weight);
+  model.dispose();
+}));
 
 test('SyncBatchNorm over 2 ranks (5 + 3 images) equals BatchNorm2d over the whole batch: output, gradients, running statistics', async () => {
   const dir = tmp();

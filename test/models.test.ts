@@ -39,7 +39,8 @@ test('CIFAR family parameter counts match the papers (He 2015 table 6, He 2016 t
   ];
   for (const [name, millions, digits, withBn] of paper) {
     const m = models.create(name);
-    const n = m.namedParameters().reduce((s, [k, t]) => (withBn || !m.isNormParam(k) ? s + t.numel : s), 0);
+    const bn = new Set(m.modules().filter((c) => c instanceof nn.BatchNorm2d).flatMap((c) => c.parameters()));
+    const n = m.parameters().reduce((s, t) => (withBn || !bn.has(t) ? s + t.numel : s), 0);
     m.dispose();
     assert.is(Number((n / 1e6).toFixed(digits)), millions, `${name}: ${n}`);
   }

@@ -131,7 +131,7 @@ test('parameters created inside tidy survive it; a training step inside tidy ret
   assert.ok(m.parameters().every((p) => p.grad === null));
 });
 
-test('train()/eval() reach every module; apply visits children before the parent; isNormParam picks BatchNorm', () => {
+test('train()/eval() reach every module; apply visits children before the parent; BatchNorm parameters are found by module', () => {
   const m = new Net().eval();
   assert.ok(m.modules().every((x) => !x.training));
   m.train();
@@ -139,7 +139,8 @@ test('train()/eval() reach every module; apply visits children before the parent
   const seen: string[] = [];
   m.apply((x) => seen.push(x.constructor.name));
   assert.equal(seen, ['Conv2d', 'BatchNorm2d', 'ReLU', 'Sequential', 'Linear', 'Net']);
-  assert.equal(m.namedParameters().filter(([k]) => m.isNormParam(k)).map(([k]) => k), ['features.1.weight', 'features.1.bias']);
+  const bn = new Set(m.modules().filter((x) => x instanceof nn.BatchNorm2d).flatMap((x) => x.parameters()));
+  assert.equal(m.namedParameters().filter(([, t]) => bn.has(t)).map(([k]) => k), ['features.1.weight', 'features.1.bias']);
 });
 
 test('to(dtype) casts floating parameters and buffers only; to(device) errors clearly without CUDA', () => {

@@ -1,8 +1,9 @@
 // Data-parallel training over libtorch's c10d (Gloo): process group set-up from the torchrun
-// environment, collectives, DistributedDataParallel semantics and a distributed sampler.
+// environment, collectives, DistributedDataParallel semantics and SyncBatchNorm conversion.
 import { native } from '../native.ts';
 import { handles } from '../creation.ts';
-import { BatchNorm2d } from '../nn/layers.ts';
+import { BatchNorm2d, SyncBatchNorm } from '../nn/layers.ts';
+import type { Module } from '../nn/module.ts';
 import { Tensor, noGrad } from '../tensor.ts';
 
 /** The torchrun variables of this process. */
@@ -133,66 +134,18 @@ export class DistributedDataParallel<M extends Replicable> {
 }
 
 /**
- * torch's nn.SyncBatchNorm.convert_sync_batchnorm: every BatchNorm2d in the model computes its
- * training-mode batch statistics over the whole global batch (all ranks) instead of its own part.
- * The modules, parameters and state-dict keys stay as they are. Returns how many were switched.
+ * torch's nn.SyncBatchNorm.convert_sync_batchnorm: every BatchNorm2d in the module becomes a
+ * SyncBatchNorm on the same parameters and buffers (shared, so the state-dict keys, an optimizer
+ * made before and the values stay), whose training-mode statistics cover the whole global batch.
+ * Returns the module, or the SyncBatchNorm when the module itself is a BatchNorm2d.
  */
-export function convertSyncBatchNorm(model: { namedModules(): Iterable<readonly [string, unknown]> }): number {
-  let n = 0;
-  for (const [, m] of model.namedModules()) {
-    if (m instanceof BatchNorm2d) {
-      m.syncAcrossRanks = true;
-      n++;
-    }
+export function convertSyncBatchNorm<M extends Module>(module: M): M {
+  if (module instanceof BatchNorm2d && !(module instanceof SyncBatchNorm)) return SyncBatchNorm.convert(module) as Module as M;
+  for (const [name, child] of module.namedChildren()) {
+    const converted = convertSyncBatchNorm(child);
+    if (converted !== child) module.setChild(name, converted);
   }
-  return n;
+  return module;
 }
 
 export { syncBatchNorm } from '../nn/functional.ts';
-
-/** Seeded 32-bit PRNG (mulberry32): the same permutation on every rank for a given seed and epoch. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/**
- * torch's DistributedSampler: each epoch a seeded permutation (same on every rank), padded to a
- * multiple of the world size (or trimmed with dropLast), of which rank r takes every worldSize-th.
- */
-export class DistributedSampler {
-  epoch = 0;
-  constructor(
-    readonly size: number,
-    readonly opts: { rank?: number; worldSize?: number; shuffle?: boolean; seed?: number; dropLast?: boolean } = {},
-  ) {}
-
-  /** Changes the permutation (call at the start of each epoch). */
-  setEpoch(epoch: number): void {
-    this.epoch = epoch;
-  }
-
-  /** This rank's sample indices for the current epoch. */
-  indices(): number[] {
-    const { rank: r = rank(), worldSize: w = worldSize(), shuffle = true, seed = 0, dropLast = false } = this.opts;
-    const all = Array.from({ length: this.size }, (_, i) => i);
-    if (shuffle) {
-      const rand = mulberry32(seed * 1000003 + this.epoch);
-      for (let i = all.length - 1; i > 0; i--) {
-        const j = Math.floor(rand() * (i + 1));
-        [all[i], all[j]] = [all[j]!, all[i]!];
-      }
-    }
-    const perRank = dropLast ? Math.floor(this.size / w) : Math.ceil(this.size / w);
-    const total = perRank * w;
-    const padded = dropLast ? all.slice(0, total) : [...all, ...all.slice(0, total - all.length)];
-    while (padded.length < total) padded.push(...all.slice(0, total - padded.length));
-    return padded.filter((_, i) => i % w === r);
-  }
-}

@@ -22,7 +22,7 @@ export function batchNorm(
   runningVar: Tensor | null,
   { weight, bias, training = false, momentum = 0.1, eps = 1e-5 }: { weight?: Tensor | null; bias?: Tensor | null; training?: boolean; momentum?: number; eps?: number } = {},
 ): Tensor {
-  return new Tensor(native.batchNorm(x.h, runningMean?.h, runningVar?.h, weight?.h, bias?.h, training, momentum, eps));
+  return new Tensor(native.batchNorm(x.h, weight?.h, bias?.h, runningMean?.h, runningVar?.h, training, momentum, eps));
 }
 
 /**

@@ -1,4 +1,4 @@
-// The layers a ResNet is made of, as torch.nn's: Conv2d, BatchNorm2d, Linear, ReLU, pooling, Flatten, Identity, Sequential.
+// The layers a ResNet is made of, as torch.nn's: Conv2d, BatchNorm2d (and SyncBatchNorm), Linear, ReLU, pooling, Flatten, Identity, Sequential.
 import { empty, ones, zeros } from '../creation.ts';
 import { native } from '../native.ts';
 import type { Tensor } from '../tensor.ts';
@@ -61,26 +61,35 @@ export class Conv2d extends Module {
   }
 }
 
+/** Options of BatchNorm2d and SyncBatchNorm, as torch's. */
+export interface BatchNormOptions {
+  eps?: number;
+  momentum?: number;
+}
+
 /** Batch normalisation over NCHW; training updates running_mean/var (momentum 0.1) and counts num_batches_tracked. */
 export class BatchNorm2d extends Module {
   readonly numFeatures: number;
   readonly eps: number;
   readonly momentum: number;
-  /**
-   * Training-mode statistics over all ranks of the process group (SyncBatchNorm); set by
-   * distributed.convertSyncBatchNorm. Without a group of more than one rank it changes nothing.
-   */
-  syncAcrossRanks = false;
 
-  constructor(numFeatures: number, { eps = 1e-5, momentum = 0.1 }: { eps?: number; momentum?: number } = {}) {
+  /** shareWith: a BatchNorm2d whose parameters and buffers this one holds too (SyncBatchNorm.convert). */
+  constructor(numFeatures: number, { eps = 1e-5, momentum = 0.1 }: BatchNormOptions = {}, shareWith?: BatchNorm2d) {
     super();
     this.numFeatures = positiveInt(numFeatures, 'numFeatures', 'BatchNorm2d');
     [this.eps, this.momentum] = [eps, momentum];
-    this.registerParameter('weight', ones([numFeatures]));
-    this.registerParameter('bias', zeros([numFeatures]));
-    this.registerBuffer('running_mean', zeros([numFeatures]));
-    this.registerBuffer('running_var', ones([numFeatures]));
-    this.registerBuffer('num_batches_tracked', zeros([], { dtype: 'int64' }));
+    if (shareWith !== undefined && !(shareWith instanceof BatchNorm2d && shareWith.numFeatures === numFeatures)) {
+      throw new TypeError(`BatchNorm2d: shareWith must be a BatchNorm2d of ${numFeatures} features`);
+    }
+    const own = shareWith?.stateDict();
+    for (const [name, make] of [['weight', () => ones([numFeatures])], ['bias', () => zeros([numFeatures])]] as const) {
+      const shared = own?.[name];
+      this.registerParameter(name, shared ?? make());
+      if (shared && !shared.requiresGrad) shared.requiresGrad_(false); // registering turned it on
+    }
+    this.registerBuffer('running_mean', own?.running_mean ?? zeros([numFeatures]));
+    this.registerBuffer('running_var', own?.running_var ?? ones([numFeatures]));
+    this.registerBuffer('num_batches_tracked', own?.num_batches_tracked ?? zeros([], { dtype: 'int64' }));
   }
 
   get weight(): Tensor { return this.param('weight'); }
@@ -97,22 +106,45 @@ export class BatchNorm2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    if (x.ndim !== 4) throw new Error(`BatchNorm2d: expected 4D input (N, C, H, W); got shape [${x.shape.join(', ')}]`);
-    if (this.training) this.numBatchesTracked.add_(1);
-    if (this.training && this.syncAcrossRanks && native.distIsInitialized() && native.distWorldSize() > 1) {
-      return F.syncBatchNorm(x, this.runningMean, this.runningVar, { weight: this.weight, bias: this.bias, momentum: this.momentum, eps: this.eps });
-    }
+    this.startForward(x);
     return F.batchNorm(x, this.runningMean, this.runningVar, {
       weight: this.weight, bias: this.bias, training: this.training, momentum: this.momentum, eps: this.eps,
     });
   }
 
-  protected override isNorm(): boolean {
-    return true;
+  /** What both forwards do first: check the input's shape and, in training, count the batch. */
+  protected startForward(x: Tensor): void {
+    if (x.ndim !== 4) throw new Error(`${this.constructor.name}: expected 4D input (N, C, H, W); got shape [${x.shape.join(', ')}]`);
+    if (this.training) this.numBatchesTracked.add_(1);
+  }
+
+  // Files written before torch 0.4.1 have no num_batches_tracked; torch loads them too.
+  protected override optionalKeys(): readonly string[] {
+    return ['num_batches_tracked'];
   }
 
   protected override extraRepr(): string {
     return `${this.numFeatures}, eps=${this.eps}, momentum=${this.momentum}`;
+  }
+}
+
+/**
+ * torch.nn.SyncBatchNorm: in training, the batch statistics come from the whole global batch (every
+ * rank of the process group) instead of this rank's part; in eval mode, or without a group of more
+ * than one rank, it is a BatchNorm2d. Made by distributed.convertSyncBatchNorm; same state-dict keys.
+ */
+export class SyncBatchNorm extends BatchNorm2d {
+  /** A SyncBatchNorm holding bn's own parameters and buffers (shared, not copied, as torch's convert_sync_batchnorm). */
+  static convert(bn: BatchNorm2d): SyncBatchNorm {
+    const sync = new SyncBatchNorm(bn.numFeatures, { eps: bn.eps, momentum: bn.momentum }, bn);
+    sync.training = bn.training;
+    return sync;
+  }
+
+  override forward(x: Tensor): Tensor {
+    if (!this.training || !native.distIsInitialized() || native.distWorldSize() < 2) return super.forward(x);
+    this.startForward(x);
+    return F.syncBatchNorm(x, this.runningMean, this.runningVar, { weight: this.weight, bias: this.bias, momentum: this.momentum, eps: this.eps });
   }
 }
 

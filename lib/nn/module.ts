@@ -181,16 +181,16 @@ export abstract class Module {
     return out;
   }
 
-  /** Whether the named parameter belongs to a normalisation layer (BatchNorm); such parameters usually get no weight decay. */
-  isNormParam(name: string): boolean {
-    const dot = name.lastIndexOf('.');
-    const owner = this.namedModules().find(([p]) => p === (dot < 0 ? '' : name.slice(0, dot)))?.[1];
-    return owner !== undefined && owner.isNorm() && owner.params.has(name.slice(dot + 1));
+  /** Whether loadStateDict may find key missing: its module lists the name in optionalKeys(). */
+  private isOptionalKey(key: string): boolean {
+    const dot = key.lastIndexOf('.');
+    const owner = this.namedModules().find(([p]) => p === (dot < 0 ? '' : key.slice(0, dot)))?.[1];
+    return owner !== undefined && owner.optionalKeys().includes(key.slice(dot + 1));
   }
 
-  /** Overridden by normalisation layers. */
-  protected isNorm(): boolean {
-    return false;
+  /** Names of this module's own tensors that a state dict may lack (they keep their values); layers override it. */
+  protected optionalKeys(): readonly string[] {
+    return [];
   }
 
   /** Sets requiresGrad on every parameter of this module and its descendants (torch's requires_grad_); returns this. */
@@ -255,7 +255,7 @@ export abstract class Module {
     for (const [k, dst] of Object.entries(own)) {
       const src = sd[k];
       if (src === undefined) {
-        if (!k.endsWith('num_batches_tracked')) missingKeys.push(k);
+        if (!this.isOptionalKey(k)) missingKeys.push(k);
         continue;
       }
       if (!(src instanceof Tensor)) throw new TypeError(`loadStateDict: value of '${k}' is not a Tensor`);

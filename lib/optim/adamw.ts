@@ -1,8 +1,8 @@
 // AdamW (Loshchilov & Hutter): decoupled weight decay; torch.optim.AdamW's foreach algorithm.
-import { Tensor, noGrad, tidy } from '../tensor.ts';
+import type { Tensor } from '../tensor.ts';
 import { zerosLike } from '../creation.ts';
-import { native } from '../native.ts';
-import { Optimizer, type ParamGroup } from './optimizer.ts';
+import { foreach } from './foreach.ts';
+import { Optimizer, type Group, type ParamGroup } from './optimizer.ts';
 
 export interface AdamWOptions {
   lr: number;
@@ -27,33 +27,26 @@ export class AdamW extends Optimizer<AdamWOptions> {
     if (!(o.weightDecay >= 0)) throw new Error(`AdamW: weightDecay must be >= 0; got ${o.weightDecay}`);
   }
 
-  step(): void {
-    noGrad(() => tidy(() => {
-      for (const g of this.groups) {
-        const { ps, gs } = this.withGrads(g);
-        if (!ps.length) continue;
-        const pH = ps.map((p) => p.h);
-        const m = ps.map((p) => this.stateOf(p, 'exp_avg', () => zerosLike(p)).h);
-        const v = ps.map((p) => this.stateOf(p, 'exp_avg_sq', () => zerosLike(p)).h);
-        for (const p of ps) this.steps.set(p, (this.steps.get(p) ?? 0) + 1);
-        if (g.weightDecay) native.foreachMulScalar_(pH, 1 - g.lr * g.weightDecay);
-        native.foreachLerp_(m, gs, 1 - g.beta1);
-        native.foreachMulScalar_(v, g.beta2);
-        native.foreachAddcmul_(v, gs, gs, 1 - g.beta2);
-        // Parameters added later have fewer steps: bias corrections go per step count.
-        const byStep = new Map<number, number[]>();
-        ps.forEach((p, i) => {
-          const t = this.steps.get(p)!;
-          byStep.set(t, [...(byStep.get(t) ?? []), i]);
-        });
-        for (const [t, idx] of byStep) {
-          const pick = <T>(a: T[]): T[] => idx.map((i) => a[i]!);
-          const denom = native.foreachSqrt(pick(v)).map((h) => new Tensor(h).h);
-          native.foreachMulScalar_(denom, 1 / Math.sqrt(1 - g.beta2 ** t));
-          native.foreachAddScalar_(denom, g.eps);
-          native.foreachAddcdiv_(pick(pH), pick(m), denom, -g.lr / (1 - g.beta1 ** t));
-        }
-      }
-    }));
+  protected update(g: Group<AdamWOptions>, ps: Tensor[], gs: Tensor[]): void {
+    const m = ps.map((p) => this.stateOf(p, 'exp_avg', () => zerosLike(p)));
+    const v = ps.map((p) => this.stateOf(p, 'exp_avg_sq', () => zerosLike(p)));
+    for (const p of ps) this.steps.set(p, (this.steps.get(p) ?? 0) + 1);
+    if (g.weightDecay) foreach.mulScalar_(ps, 1 - g.lr * g.weightDecay);
+    foreach.lerp_(m, gs, 1 - g.beta1);
+    foreach.mulScalar_(v, g.beta2);
+    foreach.addcmul_(v, gs, gs, 1 - g.beta2);
+    // Parameters added later have fewer steps: bias corrections go per step count.
+    const byStep = new Map<number, number[]>();
+    ps.forEach((p, i) => {
+      const t = this.steps.get(p)!;
+      byStep.set(t, [...(byStep.get(t) ?? []), i]);
+    });
+    for (const [t, idx] of byStep) {
+      const pick = <T>(a: T[]): T[] => idx.map((i) => a[i]!);
+      const denom = foreach.sqrt(pick(v));
+      foreach.mulScalar_(denom, 1 / Math.sqrt(1 - g.beta2 ** t));
+      foreach.addScalar_(denom, g.eps);
+      foreach.addcdiv_(pick(ps), pick(m), denom, -g.lr / (1 - g.beta1 ** t));
+    }
   }
 }

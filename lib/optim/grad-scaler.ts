@@ -1,7 +1,7 @@
 // Loss scaling for float16 training (torch.amp.GradScaler): the loss is multiplied so small
 // gradients survive in fp16; steps whose gradients overflow are skipped and the scale backs off.
 import { Tensor, noGrad, tidy } from '../tensor.ts';
-import { native } from '../native.ts';
+import { foreach } from './foreach.ts';
 import type { Optimizer } from './optimizer.ts';
 
 export interface GradScalerOptions {
@@ -29,10 +29,10 @@ export class GradScaler {
   /** Unscales the gradients and steps the optimizer unless any is inf/NaN; returns whether it stepped. */
   step(optimizer: Optimizer<{ lr: number }>): boolean {
     const finite = noGrad(() => tidy(() => {
-      const gs = optimizer.groups.flatMap((g) => g.params).map((p) => p.grad).filter((g): g is Tensor => g !== null).map((g) => g.h);
+      const gs = optimizer.groups.flatMap((g) => g.params).map((p) => p.grad).filter((g): g is Tensor => g !== null);
       if (!gs.length) return true;
-      native.foreachMulScalar_(gs, 1 / this.scale);
-      return native.foreachNorm(gs, 2).every((h) => Number.isFinite(new Tensor(h).item()));
+      foreach.mulScalar_(gs, 1 / this.scale);
+      return foreach.norm(gs, 2).every((n) => Number.isFinite(n.item()));
     }));
     if (finite) optimizer.step();
     if (!finite) {

@@ -1,6 +1,6 @@
-// What SGD and AdamW share: parameter groups, zeroGrad, and state that saves and loads.
-import { Tensor, keep, tidy } from '../tensor.ts';
-import type { Handle } from '../native.ts';
+// What SGD and AdamW share: parameter groups, the step over the parameters that have gradients,
+// zeroGrad, and state that saves and loads.
+import { Tensor, keep, noGrad, tidy } from '../tensor.ts';
 
 /** Parameters with their own hyper-parameters (e.g. no weight decay on BN and biases). */
 export interface ParamGroup<O> {
@@ -39,26 +39,33 @@ export abstract class Optimizer<O extends { lr: number }> {
   /** Throws a clear error for a bad hyper-parameter. */
   protected abstract validate(o: O): void;
 
-  /** Applies one update from the accumulated gradients. */
-  abstract step(): void;
+  /**
+   * Applies one update from the accumulated gradients: each group's parameters that have a
+   * gradient go to update(), without recording gradients; what the update makes is freed after it.
+   */
+  step(): void {
+    noGrad(() => tidy(() => {
+      for (const g of this.groups) {
+        const params: Tensor[] = [];
+        const grads: Tensor[] = [];
+        for (const p of g.params) {
+          const grad = p.grad;
+          if (grad) {
+            params.push(p);
+            grads.push(grad);
+          }
+        }
+        if (params.length) this.update(g, params, grads);
+      }
+    }));
+  }
+
+  /** One group's update (torch's foreach algorithm): params and their gradients, in the same order. */
+  protected abstract update(g: Group<O>, params: Tensor[], grads: Tensor[]): void;
 
   /** Clears every parameter's gradient (to none, as torch's default). */
   zeroGrad(): void {
     for (const g of this.groups) for (const p of g.params) p.grad = null;
-  }
-
-  /** Parameters that have a gradient, with handles of those gradients (disposed by the caller's tidy). */
-  protected withGrads(g: Group<O>): { ps: Tensor[]; gs: Handle[] } {
-    const ps: Tensor[] = [];
-    const gs: Handle[] = [];
-    for (const p of g.params) {
-      const grad = p.grad;
-      if (grad) {
-        ps.push(p);
-        gs.push(grad.h);
-      }
-    }
-    return { ps, gs };
   }
 
   /** A persistent state tensor, created once per parameter. */

@@ -1,8 +1,8 @@
 // SGD with momentum, dampening, Nesterov and L2 weight decay: torch.optim.SGD's multi-tensor
 // (foreach) algorithm, on libtorch's fused _foreach kernels.
-import { Tensor, noGrad, tidy } from '../tensor.ts';
-import { native, type Handle } from '../native.ts';
-import { Optimizer, type ParamGroup } from './optimizer.ts';
+import type { Tensor } from '../tensor.ts';
+import { foreach } from './foreach.ts';
+import { Optimizer, type Group, type ParamGroup } from './optimizer.ts';
 
 export interface SGDOptions {
   lr: number;
@@ -11,8 +11,6 @@ export interface SGDOptions {
   weightDecay: number;
   nesterov: boolean;
 }
-
-const wrap = (hs: Handle[]): Handle[] => hs.map((h) => new Tensor(h).h);
 
 /** Stochastic gradient descent, update for update as torch.optim.SGD(foreach=True). */
 export class SGD extends Optimizer<SGDOptions> {
@@ -29,27 +27,19 @@ export class SGD extends Optimizer<SGDOptions> {
     if (o.nesterov && (o.momentum <= 0 || o.dampening !== 0)) throw new Error('SGD: nesterov needs momentum > 0 and dampening 0');
   }
 
-  step(): void {
-    noGrad(() => tidy(() => {
-      for (const g of this.groups) {
-        const { ps, gs } = this.withGrads(g);
-        if (!ps.length) continue;
-        const pH = ps.map((p) => p.h);
-        let d = g.weightDecay ? wrap(native.foreachAddList(gs, pH, g.weightDecay)) : gs;
-        if (g.momentum) {
-          // A new buffer starts as the gradient itself (no dampening), as torch does.
-          const fresh = ps.map((p) => !this.state.get(p)?.momentum_buffer);
-          const bufs = ps.map((p, i) => this.stateOf(p, 'momentum_buffer', () => new Tensor(native.clone(d[i]!))).h);
-          const old = bufs.filter((_, i) => !fresh[i]);
-          if (old.length) {
-            const dOld = d.filter((_, i) => !fresh[i]);
-            native.foreachMulScalar_(old, g.momentum);
-            native.foreachAddList_(old, dOld, 1 - g.dampening);
-          }
-          d = g.nesterov ? wrap(native.foreachAddList(d, bufs, g.momentum)) : bufs;
-        }
-        native.foreachAddList_(pH, d, -g.lr);
+  protected update(g: Group<SGDOptions>, ps: Tensor[], gs: Tensor[]): void {
+    let d = g.weightDecay ? foreach.addList(gs, ps, g.weightDecay) : gs;
+    if (g.momentum) {
+      // A new buffer starts as the gradient itself (no dampening), as torch does.
+      const fresh = ps.map((p) => !this.state.get(p)?.momentum_buffer);
+      const bufs = ps.map((p, i) => this.stateOf(p, 'momentum_buffer', () => d[i]!.clone()));
+      const old = bufs.filter((_, i) => !fresh[i]);
+      if (old.length) {
+        foreach.mulScalar_(old, g.momentum);
+        foreach.addList_(old, d.filter((_, i) => !fresh[i]), 1 - g.dampening);
       }
-    }));
+      d = g.nesterov ? foreach.addList(d, bufs, g.momentum) : bufs;
+    }
+    foreach.addList_(ps, d, -g.lr);
   }
 }
