@@ -61,7 +61,7 @@ const program = new Command('train')
   // Transfer learning: start from weights, freeze part of the net, give the classifier its own lr.
   .option('--weights <name|file>', 'start from published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), ' +
     'a .pth/.safetensors file or a resnet-ts checkpoint; the classifier is kept only for the same classes, and image folders take the weights\' eval preset')
-  .option('--freeze <what>', 'none | backbone (train only the classifier) | stages:N (also train what comes after the stem and the first N stages); frozen BatchNorm keeps its statistics', 'none')
+  .option('--freeze <what>', 'none | backbone (train only the classifier) | stages:N (freeze the stem and the first N stages, train the rest); frozen BatchNorm keeps its statistics', 'none')
   .option('--head-lr <x>', 'learning rate of the classifier (default: --lr), scheduled like the rest', float(0))
   .option('--val-split <x>', 'a folder without val/: hold out this fraction of each class for testing, drawn with --seed', fraction)
   .option('--quiet', 'no progress output', false)
