@@ -114,6 +114,21 @@ print(json.dumps({'trainable': [n for n, _ in params]}))`, { python: visionPytho
   }
 });
 
+test('weights that name no classes but have as many as the data keep their classifier, and a line says which row is which class', async () => {
+  const lines: string[] = [];
+  const file = join(dir, 'run-backbone', 'torch.pth'); // written by PyTorch above: a torchvision resnet18 with a 3-class fc
+  const m = await models.create('resnet18', { numClasses: 3 });
+  train.loadRecipeWeights({ ...recipe('backbone', 0.1), weights: file }, m, ['a', 'b', 'c'], (l) => lines.push(l));
+  assert.equal(toArr(m.stateDict()['fc.weight']!), toArr(models.readStateDict(file)['fc.weight']!));
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, /resnet18: loaded .*torch\.pth with its classifier, whose 3 rows name no classes; they are taken to be a, b, c in that order/);
+  const fresh: string[] = [];
+  train.loadRecipeWeights(recipe('backbone', 0.1), m, ['a', 'b', 'c'], (l) => fresh.push(l));
+  assert.equal(fresh.length, 1);
+  assert.match(fresh[0]!, /except the classifier fc \(1000 classes in the weights, 3 asked for/);
+  m.dispose();
+});
+
 const runScript = (script: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
   spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts', script), ...args], { cwd: root, encoding: 'utf8', timeout: 300_000, env: { ...process.env, ...env } });
 

@@ -171,9 +171,10 @@ export interface ApplyWeightsOptions extends Pick<FetchWeightsOptions, 'log'> {
 /**
  * Loads weights found on disk into a freshly built model (timm's pretrained loading). With `numClasses` asked for and
  * a classifier of another size in the weights (or `freshHead`), everything but the classifier is loaded and one line
- * says so; without either, the classifier takes the size the weights have.
+ * says so; without either, the classifier takes the size the weights have. Returns whether the weights' classifier
+ * was loaded ('loaded'), left freshly initialised ('fresh'), or there was none to load ('none').
  */
-export function applyWeights(model: Module, name: string, resolved: ResolvedWeights, o: ApplyWeightsOptions = {}): void {
+export function applyWeights(model: Module, name: string, resolved: ResolvedWeights, o: ApplyWeightsOptions = {}): 'loaded' | 'fresh' | 'none' {
   let sd: Record<string, Tensor>;
   try {
     sd = readStateDict(resolved.path);
@@ -184,6 +185,7 @@ export function applyWeights(model: Module, name: string, resolved: ResolvedWeig
     const head = classifier(model);
     const rows = head ? sd[`${head[0]}.weight`]?.shape[0] : undefined;
     let toLoad = sd;
+    let outcome: 'loaded' | 'fresh' | 'none' = head && rows !== undefined ? 'loaded' : 'none';
     if (head && rows !== undefined && (rows !== head[1].outFeatures || o.freshHead)) {
       const [path, lin] = head;
       if (o.numClasses === undefined && !o.freshHead) {
@@ -194,6 +196,7 @@ export function applyWeights(model: Module, name: string, resolved: ResolvedWeig
         const log = o.log === false ? undefined : (o.log ?? ((line: string) => process.stderr.write(`${line}\n`)));
         const why = rows !== lin.outFeatures ? `${rows} classes in the weights, ${lin.outFeatures} asked for` : 'the weights are for other classes';
         log?.(`${name}: loaded ${resolved.label} except the classifier ${path} (${why}: initialised afresh)`);
+        outcome = 'fresh';
       }
     }
     try {
@@ -201,6 +204,7 @@ export function applyWeights(model: Module, name: string, resolved: ResolvedWeig
     } catch (e) {
       throw new Error(`weights ${resolved.label} do not match ${name}: ${(e as Error).message}`);
     }
+    return outcome;
   } finally {
     dispose(sd);
   }

@@ -1,7 +1,7 @@
 // Training: the recipe and what it builds, the loop and its parts, checkpoints, metrics and the HTML report.
 export { buildTraining, buildModel, trainTransform, evalTransform, recipeDifferences, RecipeError, type Recipe, type Training, type TrainingContext } from './recipe.ts';
 export { arrayData, folderData, loadTrainingData, loadRecipeData, DATASET_NAMES, type TrainingData, type FolderDataOptions } from './data.ts';
-export { fetchWeights, applyFreeze, parseFreeze, stagesOf, weightsPreset, type FreezeSpec } from './transfer.ts';
+export { fetchWeights, loadRecipeWeights, applyFreeze, parseFreeze, stagesOf, weightsPreset, type FreezeSpec } from './transfer.ts';
 export { fit, ResumeMismatchError, type FitOptions, type FitResult } from './trainer.ts';
 export { trainEpoch, NonFiniteLossError, type EpochOptions, type EpochEnd, type FitState } from './epoch.ts';
 export { eagerStep, type TrainStep, type StepFactory, type StepParts, type StepResult } from './step.ts';

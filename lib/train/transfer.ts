@@ -64,7 +64,13 @@ export function loadRecipeWeights(r: Recipe, model: Module, classes: readonly st
   try {
     resolved = resolveLocalWeights(r.model, r.weights);
     const other = resolved.categories !== undefined && (resolved.categories.length !== classes.length || resolved.categories.some((c, i) => c !== classes[i]));
-    applyWeights(model, r.model, resolved, { numClasses: classes.length, freshHead: other, log });
+    const head = applyWeights(model, r.model, resolved, { numClasses: classes.length, freshHead: other, log });
+    // Weights that do not name their classes (a plain state dict) and have as many as the data: their classifier is
+    // kept, as timm does, and the user is told which rows it takes to be which class, since nothing could check it.
+    if (head === 'loaded' && resolved.categories === undefined) {
+      (log ?? ((line: string) => process.stderr.write(`${line}\n`)))(`${r.model}: loaded ${resolved.label} with its classifier, whose ${classes.length} rows ` +
+        `name no classes; they are taken to be ${classes.join(', ')} in that order (weights naming other classes would get a new classifier)`);
+    }
   } catch (e) {
     throw new RecipeError('weights', (e as Error).message);
   }
