@@ -24,7 +24,8 @@ const program = new Command('experiment')
     '  shortcuts    He et al. 2015 Table 3: shortcut options A, B, C\n' +
     '  cardinality  Xie et al. 2017 Table 3: cardinality 1, 2, 4, 8, 32 at equal mult-adds\n' +
     '  preact       He et al. 2016 Table 3: original vs pre-activation units\n' +
-    '  all          the four, one after another')
+    '  transfer     Yosinski et al. 2014: classes 5-9 from 100 images a class, frozen / fine-tuned / from scratch after pretraining on 0-4\n' +
+    '  all          all of them, one after another')
   .addArgument(new Argument('<name>', 'experiment').choices(NAMES))
   .addOption(new Option('--scale <scale>', 'quick: minutes on 2 CPU cores; full: the papers\' schedule, for a GPU').choices(ex.SCALES).default('quick'))
   .addOption(new Option('--data <name>', 'dataset').choices(ex.DATASETS).default('fashion-mnist'))
@@ -74,7 +75,7 @@ function plan(names: string[], f: Flags): void {
   for (const name of names) {
     const exp = ex.EXPERIMENTS[name]!;
     const rows = exp.runs(f.scale).map((run) => {
-      const s = models.summary(ex.buildRun(run, c, 10), [1, c, h, w], { depth: 0 });
+      const s = models.summary(ex.buildRun(run, c, run.classes?.length ?? 10), [1, c, h, w], { depth: 0 });
       return { run, params: s.totalParams, multAdds: s.totalMultAdds };
     });
     const macs = rows.map((r) => r.multAdds);

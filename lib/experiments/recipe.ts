@@ -1,6 +1,7 @@
 // The training recipe every run of an experiment shares, per scale, as a preset of the one Recipe:
 // `quick` fits 2 CPU cores in minutes, `full` is the papers' CIFAR schedule (He et al. 2015 sec. 4.2) for a GPU.
 import type { Recipe } from '../train/recipe.ts';
+import { transferRecipe } from './transfer.ts';
 
 export type Scale = 'quick' | 'full';
 export type DataName = 'fashion-mnist' | 'cifar10';
@@ -19,6 +20,7 @@ export type ExperimentRecipe = Omit<Recipe, 'model' | 'data' | 'seed'>;
  * (the paper's 400 iterations for ResNet-110).
  */
 export function recipeFor(scale: Scale, data: DataName, experiment: string): ExperimentRecipe {
+  if (experiment === 'transfer') return transferRecipe(scale, data);
   const common = { batchSize: 128, evalBatchSize: 500, optimizer: 'sgd', lr: 0.1, momentum: 0.9, nesterov: false, decayNormAndBias: false, labelSmoothing: 0, cropPadding: data === 'cifar10' ? 4 : 2, syncBn: false } as const;
   if (scale === 'quick') {
     return {

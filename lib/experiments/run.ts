@@ -8,7 +8,8 @@ import { writeFileAtomically } from '../io/atomic.ts';
 import { summary, type Summary } from '../models/summary.ts';
 import type { Module } from '../nn/module.ts';
 import type { Device } from '../tensor.ts';
-import { arrayData } from '../train/data.ts';
+import { selectClasses } from '../data/dataset.ts';
+import { arrayData, type TrainingData } from '../train/data.ts';
 import type { EpochRecord, MetricRecord } from '../train/metrics.ts';
 import { buildModel, buildTraining, type Recipe, type TrainingContext } from '../train/recipe.ts';
 import { RunFiles, runPaths } from '../train/run-files.ts';
@@ -62,7 +63,21 @@ export interface ExperimentResults {
 /** What a run directory must have been made with to be continued or reused. */
 function fingerprint(exp: Experiment, run: RunSpec, o: ExperimentOptions): string {
   const { block, ...spec } = run.spec;
-  return JSON.stringify({ experiment: exp.name, run: run.id, block: block.name, spec, shortcut: run.shortcut, data: o.data, recipe: o.recipe, seed: o.seed }, null, 2) + '\n';
+  // Undefined fields drop out of the JSON, so the runs of the other experiments keep their fingerprints.
+  const part = { classes: run.classes, perClass: run.perClass, from: run.from, runRecipe: run.recipe };
+  return JSON.stringify({ experiment: exp.name, run: run.id, block: block.name, spec, shortcut: run.shortcut, data: o.data, recipe: o.recipe, seed: o.seed, ...part }, null, 2) + '\n';
+}
+
+/** A run's data (its classes and budget, when it names them) and recipe (with the weights of the run it starts from). */
+function runSetup(run: RunSpec, o: ExperimentOptions, expDir: string, whole: TrainingData): { data: TrainingData; recipe: Recipe } {
+  const data = run.classes ? arrayData(selectClasses(o.train, run.classes, run.perClass), selectClasses(o.test, run.classes)) : whole;
+  const recipe: Recipe = { ...o.recipe, ...run.recipe, model: run.id, data: o.data, seed: o.seed };
+  if (run.from !== undefined) {
+    const from = runPaths(join(expDir, run.from));
+    if (!existsSync(from.summary)) throw new Error(`${run.id} starts from ${run.from}, which has not finished (no ${from.summary})`);
+    recipe.weights = from.checkpoint;
+  }
+  return { data, recipe };
 }
 
 /** The per-epoch train and test errors of a run. */
@@ -92,7 +107,7 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
     const dir = join(expDir, run.id);
     mkdirSync(dir, { recursive: true });
     writeFileAtomically(join(dir, 'run.json'), fingerprint(exp, run, o));
-    const recipe: Recipe = { ...o.recipe, model: run.id, data: o.data, seed: o.seed };
+    const { data: runData, recipe } = runSetup(run, o, expDir, data);
     const ctx: TrainingContext = { device: o.device, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
     const paths = runPaths(dir);
     const tag = `[${exp.name} ${i + 1}/${runs.length}] ${run.id}`;
@@ -101,7 +116,7 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
     let done: { summary: RunSummary; history: readonly MetricRecord[] };
     if (!existsSync(paths.summary)) {
       const resuming = existsSync(paths.checkpoint);
-      const t = buildTraining(recipe, data, ctx);
+      const t = buildTraining(recipe, runData, ctx);
       s = size(t.model);
       o.log(`${tag}: ${resuming ? 'resuming' : 'training'} (${run.model}; ${s.totalParams.toLocaleString('en-US')} params, ${(s.totalMultAdds / 1e6).toFixed(2)} M mult-adds)`);
       const r = await fit({
@@ -110,7 +125,7 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
       if (r.interrupted) return undefined;
       done = r;
     } else {
-      s = size(buildModel(recipe, data, ctx));
+      s = size(buildModel(recipe, runData, ctx));
       o.log(`${tag}: finished earlier, reading ${paths.summary}`);
       done = RunFiles.readFinished(dir);
     }
@@ -118,11 +133,12 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
     results.push({
       id: run.id, label: run.label, model: run.model, tags: run.tags, params: s.totalParams, multAdds: s.totalMultAdds, epochs: sum.epochs,
       trainError: 1 - sum.trainAccuracy!, testError: 1 - sum.testAccuracy!, wallTime: sum.wallTime, curve: curveOf(done.history),
+      trainImages: Math.min(runData.train.length, recipe.limitTrain ?? Infinity), testImages: Math.min(runData.test.length, recipe.limitTest ?? Infinity),
     });
   }
   return {
     experiment: exp.name, title: exp.title, paper: exp.paper, scale: o.scale, data: o.data, recipe: o.recipe,
-    recipeText: describeRecipe(o.recipe, trainImages, testImages), trainImages, testImages, seed: o.seed,
+    recipeText: exp.recipeText?.(o.recipe, results) ?? describeRecipe(o.recipe, trainImages, testImages), trainImages, testImages, seed: o.seed,
     hardware: o.hardware, date: new Date().toISOString(), wallTime: Number(results.reduce((a, x) => a + x.wallTime, 0).toFixed(2)),
     runs: results, finding: exp.finding(results, testImages),
   };

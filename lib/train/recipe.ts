@@ -10,11 +10,13 @@ import { create, family } from '../models/registry.ts';
 import type { Module } from '../nn/module.ts';
 import { AdamW } from '../optim/adamw.ts';
 import { noDecayOnNormAndBias } from '../optim/groups.ts';
-import type { Optimizer } from '../optim/optimizer.ts';
+import type { Optimizer, ParamGroup } from '../optim/optimizer.ts';
 import { LRScheduler, constant, cosine, multiStep, oneCycle, warmup, type LrFn } from '../optim/schedule.ts';
 import { SGD } from '../optim/sgd.ts';
-import type { Device } from '../tensor.ts';
+import type { Device, Tensor } from '../tensor.ts';
 import type { TrainingData } from './data.ts';
+import type { CheckpointInfo } from './checkpoint.ts';
+import { applyFreeze, headParams, loadRecipeWeights, type FreezeSpec } from './transfer.ts';
 
 /** Everything that decides a run's numbers: resuming with a different recipe mixes two runs. */
 export interface Recipe {
@@ -55,6 +57,15 @@ export interface Recipe {
   amp?: Amp;
   /** Data-parallel: BatchNorm statistics over the global batch. */
   syncBn: boolean;
+  // Transfer learning (lib/train/transfer.ts).
+  /** Start from these weights: a published name (IMAGENET1K_V2, DEFAULT), a .pth/.safetensors file or a resnet-ts checkpoint. */
+  weights?: string;
+  /** What stays fixed: none (the default), backbone (all but the classifier), stages:N (the stem and the first N stages). */
+  freeze?: FreezeSpec;
+  /** The classifier's learning rate (its own parameter groups, scheduled like the rest); default lr. */
+  headLr?: number;
+  /** A folder without val/: the fraction of each class held out for testing (seeded by seed). */
+  valSplit?: number;
 }
 
 /** A recipe that cannot be built from; field names the part at fault. */
@@ -92,9 +103,11 @@ export interface Training {
   clipGradNorm?: number;
   amp?: Amp;
   recipe: Recipe;
+  /** What the checkpoint records for inference: the classes and, for folders, the eval preset. */
+  info: CheckpointInfo;
 }
 
-/** The recipe's net for the data's channels and classes, seeded and on the device. */
+/** The recipe's net for the data's channels and classes, seeded, with its weights loaded and its freeze applied, on the device. */
 export function buildModel(r: Recipe, data: Pick<TrainingData, 'channels' | 'classes'>, ctx: Pick<TrainingContext, 'device' | 'build'>): Module {
   manualSeed(r.seed);
   const opts = { inChannels: data.channels, numClasses: data.classes.length };
@@ -107,12 +120,20 @@ export function buildModel(r: Recipe, data: Pick<TrainingData, 'channels' | 'cla
   if (!ctx.build && family(r.model) === 'imagenet' && data.channels !== 3) {
     throw new RecipeError('model', `${r.model} expects 3-channel images; use a CIFAR-family model (e.g. resnet20) for ${r.data}`);
   }
+  loadRecipeWeights(r, model, data.classes);
+  applyFreeze(model, r.freeze);
   return model.to(ctx.device);
 }
 
+// Frozen parameters stay out; the classifier's get groups of their own when the recipe has a headLr.
 function optimizerOf(r: Recipe, model: Module): Optimizer<{ lr: number }> {
-  const named = model.namedParameters();
-  const groups = r.decayNormAndBias ? [{ params: named.map(([, p]) => p) }] : noDecayOnNormAndBias(named, r.weightDecay);
+  const named = model.namedParameters().filter(([, p]) => p.requiresGrad);
+  const head = headParams(r, model);
+  const split = (ps: [string, Tensor][], lr?: number): ParamGroup<{ lr: number; weightDecay: number }>[] =>
+    (r.decayNormAndBias ? [{ params: ps.map(([, p]) => p) }] : noDecayOnNormAndBias<{ lr: number; weightDecay: number }>(ps, r.weightDecay))
+      .map((g) => (lr === undefined ? g : { ...g, options: { ...g.options, lr } }));
+  const groups = [...split(named.filter(([, p]) => !head.has(p))), ...split(named.filter(([, p]) => head.has(p)), r.headLr)].filter((g) => g.params.length);
+  if (!groups.length) throw new RecipeError('freeze', `${r.freeze}: nothing is left to train`);
   return r.optimizer === 'sgd'
     ? new SGD(groups, { lr: r.lr, momentum: r.momentum, nesterov: r.nesterov, weightDecay: r.weightDecay })
     : new AdamW(groups, { lr: r.lr, weightDecay: r.weightDecay });
@@ -171,8 +192,13 @@ export function buildTraining(r: Recipe, data: TrainingData, ctx: TrainingContex
   const s = scheduleOf(r, trainLoader.numBatches);
   return {
     model, optimizer, schedule: new LRScheduler(optimizer, s.lr, s.momentum), train: trainLoader, test: testLoader, ddp,
-    device, epochs: r.epochs, labelSmoothing: r.labelSmoothing, clipGradNorm: r.clipGrad, amp: r.amp, recipe: r,
+    device, epochs: r.epochs, labelSmoothing: r.labelSmoothing, clipGradNorm: r.clipGrad, amp: r.amp, recipe: r, info: infoOf(r, data),
   };
+}
+
+function infoOf(r: Recipe, d: TrainingData): CheckpointInfo {
+  const transforms = d.folder ? { resize: d.resize ?? Math.round(d.size / 0.875), crop: d.size, mean: d.mean, std: d.std } : undefined;
+  return { model: r.model, classes: [...d.classes], ...(transforms ? { transforms } : {}) };
 }
 
 // Fields that may change when a run is resumed: they do not change what is trained.

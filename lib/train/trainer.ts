@@ -11,6 +11,7 @@ import { rank as distRank, worldSize as distWorldSize, type DistributedDataParal
 import { Progress, type EpochRecord, type MetricRecord } from './metrics.ts';
 import { recipeDifferences, type Recipe } from './recipe.ts';
 import { RunFiles } from './run-files.ts';
+import type { CheckpointInfo } from './checkpoint.ts';
 import { summarize, type ConfigValue, type RunSummary } from './summary.ts';
 import { eagerStep, type StepFactory } from './step.ts';
 import { withOomRetry } from './oom-retry.ts';
@@ -59,6 +60,8 @@ export interface FitOptions {
    * sharded (LoaderOptions.shard). Stopping and NaN checks are agreed by all ranks each step.
    */
   ddp?: DistributedDataParallel<Module>;
+  /** Kept in the checkpoint for whoever uses it as weights: class names, eval preset (buildTraining fills it in). */
+  info?: CheckpointInfo;
 }
 
 export interface FitResult {
@@ -111,7 +114,7 @@ export async function fit(o: FitOptions): Promise<FitResult> {
   // Mid-epoch running sums are per rank: the checkpoint holds their totals.
   const save = (s: FitState): void => {
     const [lossSum, top1, top5, seen] = overRanks([s.run.running.lossSum, s.run.running.top1, s.run.running.top5, s.run.running.seen]) as [number, number, number, number];
-    files.saveCheckpoint(model, optimizer, { ...s, scheduler: schedule.stateDict(), scaler: scaler?.stateDict(), run: { ...s.run, running: { ...s.run.running, lossSum, top1, top5, seen }, wallTime: wall() } });
+    files.saveCheckpoint(model, optimizer, { ...s, scheduler: schedule.stateDict(), scaler: scaler?.stateDict(), run: { ...s.run, running: { ...s.run.running, lossSum, top1, top5, seen }, wallTime: wall() } }, o.info);
   };
   const summary = (): RunSummary => summarize(st.run.history, { steps: st.globalStep, wallTime: wall(), model: o.modelName ?? o.recipe?.model, worldSize: world, device, flags: o.config ?? {} });
   const title = `${o.modelName ?? o.recipe?.model ?? 'model'} training report`;
