@@ -43,6 +43,8 @@ const program = new Command('train')
   .addOption(new Option('--device <device>', 'cpu or cuda').choices(['cpu', 'cuda']).default('cpu'))
   .addOption(new Option('--amp <dtype>', 'mixed precision').choices(['bf16', 'fp16']))
   .option('--channels-last', 'channels-last memory format (CUDA)', false)
+  .option('--cuda-graph', 'CUDA: capture forward and backward once as a CUDA graph and replay it per batch (fixed shapes, one process, no fp16)', false)
+  .option('--oom-retry', 'CUDA: on out-of-memory, train the batch again in 2, 4, ... slices (gradients accumulated) instead of stopping', false)
   .option('--workers <n>', 'batches prepared ahead; also the decoding threads for image folders', int(0), 2)
   .option('--threads <n>', 'CPU threads for tensor ops', int(1), availableParallelism())
   .option('--image-size <n>', 'image folders: training crop and test centre crop (default: the weights\' preset, else 224)', int(8))
@@ -73,7 +75,7 @@ type Flags = {
   model: string; data: string; dataDir?: string; epochs: number; batchSize: number; evalBatchSize: number; optimizer: 'sgd' | 'adamw';
   lr: number; momentum: number; nesterov: boolean; schedule: Recipe['schedule']; milestones?: number[];
   warmup: number; wd: number; wdAll: boolean; labelSmoothing: number; clipGrad?: number; augment: Recipe['augment']; cropPadding: number;
-  device: 'cpu' | 'cuda'; amp?: 'bf16' | 'fp16'; channelsLast: boolean; workers: number; threads: number; imageSize: number;
+  device: 'cpu' | 'cuda'; amp?: 'bf16' | 'fp16'; channelsLast: boolean; cudaGraph: boolean; oomRetry: boolean; workers: number; threads: number; imageSize: number;
   out?: string; resume: boolean; forceResume: boolean; seed: number; limitTrain?: number; limitTest?: number; logEvery: number; quiet: boolean;
   nprocPerNode: number; backend?: 'gloo' | 'nccl'; masterPort?: number; distTimeout: number; syncBn: boolean;
   weights?: string; freeze: string; headLr?: number; valSplit?: number;
@@ -111,6 +113,11 @@ function parseFlags(): Flags {
   if (f.backend === 'nccl' && f.device !== 'cuda') usage('--backend nccl needs --device cuda');
   if (f.device === 'cuda' && f.nprocPerNode > cuda.deviceCount()) usage(`--nproc-per-node ${f.nprocPerNode}: only ${cuda.deviceCount()} CUDA device(s)`);
   if (f.forceResume && !f.resume) usage('--force-resume applies only with --resume');
+  if (f.cudaGraph && f.device !== 'cuda') usage('--cuda-graph needs --device cuda (CUDA graphs replay GPU kernels)');
+  if (f.cudaGraph && f.nprocPerNode > 1) usage('--cuda-graph is single-process: the DDP reducer\'s hooks cannot be captured');
+  if (f.cudaGraph && f.amp === 'fp16') usage('--cuda-graph with --amp fp16: the grad scaler\'s changing scale cannot be replayed; use --amp bf16');
+  if (f.oomRetry && f.device !== 'cuda') usage('--oom-retry applies only with --device cuda (it retries CUDA out-of-memory errors)');
+  if (f.oomRetry && f.nprocPerNode > 1) usage('--oom-retry is single-process (ranks would disagree on when to retry)');
   try {
     train.parseFreeze(f.freeze);
   } catch (e) {
@@ -173,6 +180,7 @@ async function main(): Promise<void> {
   }
   const { summary, interrupted } = await train.fit({
     ...t, outDir: out, resume: resuming, forceResume: f.forceResume, config: { ...f }, logEvery: f.logEvery, quiet: f.quiet, shouldStop: stop.requested,
+    step: f.cudaGraph ? train.graphStep : undefined, oomRetry: f.oomRetry,
   });
   if (world > 1) dist.destroy();
   if (interrupted) process.exit(stop.exitCode());

@@ -29,7 +29,7 @@ export function overlayHeatmap(image: RgbImage, map: ArrayLike<number>, alpha = 
 }
 
 /** An RGB image encoded as PNG. */
-export function encodePng(image: RgbImage): Promise<Buffer> {
+export function encodePng(image: RgbImage): Promise<Uint8Array> {
   return sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
 }
 

@@ -39,7 +39,8 @@ const RETRY_AFTER_S = '1';
 
 /** One serving endpoint: an http.Server with its batcher and metrics. */
 export class ClassifyServer {
-  readonly http: Server;
+  /** Node's http.Server underneath (private: the published types carry no Node types). */
+  private readonly http: Server;
   readonly metrics: ServeMetrics;
   readonly batcher: Batcher;
   private readonly o: Required<Omit<ServerOptions, 'numClasses'>> & { numClasses?: number };

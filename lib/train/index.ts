@@ -5,6 +5,8 @@ export { fetchWeights, loadRecipeWeights, applyFreeze, parseFreeze, stagesOf, we
 export { fit, ResumeMismatchError, type FitOptions, type FitResult } from './trainer.ts';
 export { trainEpoch, NonFiniteLossError, type EpochOptions, type EpochEnd, type FitState } from './epoch.ts';
 export { eagerStep, type TrainStep, type StepFactory, type StepParts, type StepResult } from './step.ts';
+export { graphStep, cudaGraphRefusal, CudaGraphError } from './graph-step.ts';
+export { withOomRetry, accumulatingStep, sliceSizes, type OomRetryListener } from './oom-retry.ts';
 export { evaluate, topkCorrect, type EvaluateOptions } from './evaluate.ts';
 export { RunFiles, runPaths } from './run-files.ts';
 export { summarize, type RunSummary, type ConfigValue } from './summary.ts';

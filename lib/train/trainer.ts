@@ -14,6 +14,7 @@ import { RunFiles } from './run-files.ts';
 import type { CheckpointInfo } from './checkpoint.ts';
 import { summarize, type ConfigValue, type RunSummary } from './summary.ts';
 import { eagerStep, type StepFactory } from './step.ts';
+import { withOomRetry } from './oom-retry.ts';
 import { evaluate } from './evaluate.ts';
 import { freshRunning, trainEpoch, type FitState } from './epoch.ts';
 import { overRanks } from './ranks.ts';
@@ -47,8 +48,10 @@ export interface FitOptions {
   quiet?: boolean;
   /** Polled after every step; true saves a checkpoint and returns with interrupted set. */
   shouldStop?: () => boolean;
-  /** Makes the training step (default: eagerStep). */
+  /** Makes the training step (default: eagerStep; graphStep for CUDA graphs). */
   step?: StepFactory;
+  /** A CUDA out-of-memory retries the batch in smaller slices instead of ending the run (withOomRetry). */
+  oomRetry?: boolean;
   /** The forward evaluate() scores (default: the model's). */
   evalForward?: (x: Tensor) => Tensor;
   /**
@@ -116,7 +119,12 @@ export async function fit(o: FitOptions): Promise<FitResult> {
   const summary = (): RunSummary => summarize(st.run.history, { steps: st.globalStep, wallTime: wall(), model: o.modelName ?? o.recipe?.model, worldSize: world, device, flags: o.config ?? {} });
   const title = `${o.modelName ?? o.recipe?.model ?? 'model'} training report`;
   const progress = new Progress((o.quiet ?? false) || !files.writer);
-  const step = (o.step ?? eagerStep)({ model, ddp, optimizer, scaler, clipGradNorm: o.clipGradNorm, labelSmoothing: o.labelSmoothing ?? 0, amp, device });
+  const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const factory = o.oomRetry
+    ? withOomRetry(o.step ?? eagerStep, (chunks, n, e) =>
+      progress.log(`CUDA out of memory on a batch of ${n} (asked ${mib(e.requestedBytes)}, ${mib(e.freeBytes)} free); training it in ${chunks} slices from now on`))
+    : o.step ?? eagerStep;
+  const step = factory({ model, ddp, optimizer, scaler, clipGradNorm: o.clipGradNorm, labelSmoothing: o.labelSmoothing ?? 0, amp, device });
   const epochOptions = { loader: o.train, step, schedule, optimizer, epochs, logEvery: o.logEvery ?? 50, progress, files, shouldStop: o.shouldStop };
   model.train();
   for (; st.epoch < epochs; st.epoch++) {
