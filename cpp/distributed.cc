@@ -5,14 +5,30 @@
 // strided or stride-0 view is read or written out of bounds, and tensors of different sizes on two
 // ranks abort the process from a transport thread. So every entry point checks its tensors locally,
 // and the ranks agree on what they will send (agree() below) before any data moves.
-// Compiled with Gloo only where gloo's headers were found (RESNET_TS_GLOO, see scripts/libtorch.mjs).
+// Compiled with Gloo where gloo's headers were found (RESNET_TS_GLOO) and with NCCL for a CUDA libtorch
+// whose ProcessGroupNCCL and nccl.h headers were found (RESNET_TS_NCCL), see scripts/libtorch.mjs. NCCL
+// moves only CUDA tensors: CPU tensors given to a collective (the agreement, JS-side metric sums) travel
+// through the rank's device and back.
 #include <ATen/ATen.h>
 
 #include "tensor.h"
 
-#if RESNET_TS_GLOO
+#ifndef RESNET_TS_GLOO
+#define RESNET_TS_GLOO 0
+#endif
+#ifndef RESNET_TS_NCCL
+#define RESNET_TS_NCCL 0
+#endif
+
+#if RESNET_TS_GLOO || RESNET_TS_NCCL
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#if RESNET_TS_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#if RESNET_TS_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
@@ -24,6 +40,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace rts {
@@ -35,6 +52,8 @@ struct Group {
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout{0};
   std::thread::id owner;  // the JS thread (main or Worker) that joined
+  // Where a CPU tensor goes for a collective: itself (Gloo) or the rank's CUDA device (NCCL).
+  std::optional<c10::Device> staging;
 };
 // One group per process, as c10d's default group: not thread-local, because autograd may run
 // SyncBatchNorm's backward on a device thread. Only the thread that joined may use it from JS.
@@ -50,6 +69,15 @@ Group& current(const Args& a) {
   if (!group) throw Napi::Error::New(a.env(), std::string(a.fn()) + ": no process group; call distributed.init() first");
   checkOwner(a);
   return *group;
+}
+
+// Runs a collective on one tensor, through the group's staging device when it is a CPU tensor on NCCL.
+template <typename Op>
+void onBackend(Group& g, at::Tensor& t, Op&& op) {
+  const bool stage = g.staging && t.device() != *g.staging;
+  std::vector<at::Tensor> one{stage ? t.to(*g.staging) : t};
+  waitOrThrow(op(one), g.timeout);
+  if (stage) t.copy_(one[0]);
 }
 
 // What one call is about to send, folded into a 64-bit hash (FNV-1a over 64-bit words), and the
@@ -106,8 +134,7 @@ void agree(const Args& a, Group& g, const Plan& p) {
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::MAX;
   o.timeout = g.timeout;
-  std::vector<at::Tensor> one{v};
-  wait(a, g.backend->allreduce(one, o));
+  onBackend(g, v, [&](std::vector<at::Tensor>& one) { return g.backend->allreduce(one, o); });
   if (p.error) std::rethrow_exception(p.error);
   if (d[0]) throw Napi::Error::New(a.env(), std::string(a.fn()) + ": another rank's arguments were invalid (its error names them); nothing was sent");
   if (d[1] != -d[2])
@@ -144,13 +171,13 @@ void allreduceSum(at::Tensor& t) {
   TORCH_CHECK(group, "distributed: the process group was destroyed");
   c10d::AllreduceOptions o;
   o.timeout = group->timeout;
-  std::vector<at::Tensor> one{t};
-  waitOrThrow(group->backend->allreduce(one, o), group->timeout);
+  onBackend(*group, t, [&](std::vector<at::Tensor>& one) { return group->backend->allreduce(one, o); });
 }
 
 
 void registerDistributed(Napi::Env env, Napi::Object exports) {
-  // distInit(backend, rank, worldSize, masterAddr, masterPort, timeoutMs)
+  // distInit(backend, rank, worldSize, masterAddr, masterPort, timeoutMs, deviceIndex?): deviceIndex is
+  // the rank's CUDA device for NCCL (the local rank), made current as torch.cuda.set_device does.
   def(env, exports, "distInit", [](Args& a) {
     std::string backend = a.str(0, "backend");
     int64_t rank = a.integer(1, "rank");
@@ -163,8 +190,16 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
     if (port < 1 || port > 65535) a.typeError("masterPort", "a port number");
     if (timeoutMs < 1) a.typeError("timeoutMs", "positive");
     if (group) throw Napi::Error::New(a.env(), "distInit: a process group already exists; call destroy() first");
-    if (backend != "gloo")
-      throw Napi::Error::New(a.env(), "distInit: backend '" + backend + "' is not available in this build (gloo is; nccl needs a CUDA build with NCCL)");
+    const int64_t deviceIndex = a.has(6) ? a.integer(6, "deviceIndex") : 0;
+    if (deviceIndex < 0) a.typeError("deviceIndex", "a CUDA device index >= 0");
+    const std::string available = std::string(RESNET_TS_GLOO ? "gloo" : "") + (RESNET_TS_GLOO && RESNET_TS_NCCL ? ", " : "") + (RESNET_TS_NCCL ? "nccl" : "");
+    if ((backend != "gloo" || !RESNET_TS_GLOO) && (backend != "nccl" || !RESNET_TS_NCCL))
+      throw Napi::Error::New(a.env(), "distInit: backend '" + backend + "' is not available in this build (available: " + available +
+                                          "; gloo needs libgloo-dev at build time, nccl a CUDA libtorch with NCCL headers)");
+#if RESNET_TS_NCCL
+    if (backend == "nccl" && deviceIndex >= c10::cuda::device_count())
+      a.typeError("deviceIndex", "a CUDA device of this machine (it has " + std::to_string(c10::cuda::device_count()) + ")");
+#endif
     auto g = std::make_unique<Group>();
     g->timeout = std::chrono::milliseconds(timeoutMs);
     c10d::TCPStoreOptions so;
@@ -173,10 +208,23 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
     so.numWorkers = static_cast<size_t>(world);
     so.timeout = g->timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(addr, so);
-    g->store = c10::make_intrusive<c10d::PrefixStore>("resnet-ts/gloo", tcp);
-    auto opts = c10d::ProcessGroupGloo::Options::create(g->timeout);
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(addr));
-    g->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, static_cast<int>(rank), static_cast<int>(world), opts);
+    g->store = c10::make_intrusive<c10d::PrefixStore>("resnet-ts/" + backend, tcp);
+#if RESNET_TS_NCCL
+    if (backend == "nccl") {
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(deviceIndex));
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = g->timeout;
+      g->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(g->store, static_cast<int>(rank), static_cast<int>(world), opts);
+      g->staging = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(deviceIndex));
+    }
+#endif
+#if RESNET_TS_GLOO
+    if (backend == "gloo") {
+      auto opts = c10d::ProcessGroupGloo::Options::create(g->timeout);
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(addr));
+      g->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, static_cast<int>(rank), static_cast<int>(world), opts);
+    }
+#endif
     g->owner = std::this_thread::get_id();
     group = std::move(g);
   });
@@ -196,10 +244,7 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
     });
     agree(a, g, p);
     o.timeout = g.timeout;
-    for (auto& t : ts) {
-      std::vector<at::Tensor> one{t};
-      wait(a, g.backend->allreduce(one, o));
-    }
+    for (auto& t : ts) onBackend(g, t, [&](std::vector<at::Tensor>& one) { return g.backend->allreduce(one, o); });
   });
   // distBroadcast(tensors, root): in place on each tensor, from root.
   def(env, exports, "distBroadcast", [](Args& a) {
@@ -216,10 +261,7 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
     });
     agree(a, g, p);
     o.timeout = g.timeout;
-    for (auto& t : ts) {
-      std::vector<at::Tensor> one{t};
-      wait(a, g.backend->broadcast(one, o));
-    }
+    for (auto& t : ts) onBackend(g, t, [&](std::vector<at::Tensor>& one) { return g.backend->broadcast(one, o); });
   });
   def(env, exports, "distBarrier", [](Args& a) {
     c10d::BarrierOptions o;
@@ -338,7 +380,8 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
                            "distReducerCreate", "distReducerPrepare", "distReducerFinish", "distReducerBuckets", "distReducerDestroy",
                            "distSyncBatchNorm"}) {
     def(env, exports, name, [](Args& a) -> Napi::Value {
-      throw Napi::Error::New(a.env(), std::string(a.fn()) + ": resnet-ts was built without gloo headers (install libgloo-dev and rebuild)");
+      throw Napi::Error::New(a.env(), std::string(a.fn()) + ": resnet-ts was built without a c10d backend (gloo: install libgloo-dev and " +
+                                          "rebuild; nccl: build against a CUDA libtorch with NCCL headers)");
     });
   }
   def(env, exports, "distIsInitialized", [](Args& a) { return false; });

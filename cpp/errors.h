@@ -7,6 +7,10 @@
 
 namespace rts {
 
+// A CUDA out-of-memory as a CudaOutOfMemoryError carrying requested and free bytes (cpp/cuda.cc); any
+// other out-of-memory as a plain Error.
+Napi::Error outOfMemoryError(Napi::Env env, const char* fn, const c10::OutOfMemoryError& e);
+
 [[noreturn]] inline void throwType(Napi::Env env, const char* fn, const char* arg, const std::string& want) {
   throw Napi::TypeError::New(env, std::string(fn) + ": argument '" + arg + "' must be " + want);
 }
@@ -18,6 +22,8 @@ Napi::Value guard(Napi::Env env, const char* fn, Body&& body) {
     return body();
   } catch (const Napi::Error&) {
     throw;
+  } catch (const c10::OutOfMemoryError& e) {
+    throw outOfMemoryError(env, fn, e);
   } catch (const c10::Error& e) {
     throw Napi::Error::New(env, std::string(fn) + ": " + e.what_without_backtrace());
   } catch (const std::exception& e) {

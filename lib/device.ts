@@ -17,6 +17,8 @@ export const cuda = {
   memory: (device = 0): { allocated: number; reserved: number; peakAllocated: number } => native.cudaMemory(device),
   /** Resets the peak counter of memory(). */
   resetPeakMemory: (device = 0): void => native.cudaResetPeak(device),
+  /** Resets the peak counter of memory() (torch.cuda.reset_peak_memory_stats). */
+  resetPeak: (device = 0): void => native.cudaResetPeak(device),
   /** Returns cached blocks to the driver. */
   emptyCache: (): void => native.cudaEmptyCache(),
   /** torch.backends.cudnn.benchmark */

@@ -7,6 +7,9 @@ export {
 } from './creation.ts';
 export type { CreateOptions } from './creation.ts';
 export { cuda, setNumThreads, getNumThreads, torchVersion, withAmp, type Amp } from './device.ts';
+export { CUDAGraph, CudaOutOfMemoryError, backends, cudaWarmup, graphPoolHandle } from './cuda.ts';
+export type { CaptureMode, GraphPool } from './cuda.ts';
+export { SetupError } from './addon.ts';
 export * as F from './nn/functional.ts';
 export * as io from './io/index.ts';
 export * as distributed from './distributed/index.ts';

@@ -1,9 +1,8 @@
 // The only place the addon is touched: the op table, which declares every native function once,
 // and the loader.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon } from './addon.ts';
+import { CudaOutOfMemoryError } from './cuda-error.ts';
 
 /** An opaque native tensor handle (a BigInt naming one at::Tensor in the addon's table). */
 export interface Handle {
@@ -72,7 +71,7 @@ export const OPS = {
   fromStorage: fn<(storage: H, size: Ints, stride: Ints, storageOffset: number) => H>('storage', 'size', 'stride', 'storageOffset'),
   fromFile: fn<(path: string, byteOffset: number, shape: Ints, dtype: DTypeCode) => H>('path', 'byteOffset', 'shape', 'dtype:dtype'),
   toArray: fn<(self: H) => ArrayBufferView>('self'),
-  toBytes: fn<(self: H) => Buffer>('self'),
+  toBytes: fn<(self: H) => Uint8Array>('self'),
   item: fn<(self: H) => number | boolean>('self'),
   zeros: fn<(shape: Ints, dtype?: Opt<DTypeCode>, device?: Opt<string>) => H>('shape', 'dtype:dtype', 'device'),
   ones: fn<(shape: Ints, dtype?: Opt<DTypeCode>, device?: Opt<string>) => H>('shape', 'dtype:dtype', 'device'),
@@ -279,9 +278,26 @@ export const OPS = {
   cudaMemory: fn<(device?: number) => { allocated: number; reserved: number; peakAllocated: number }>('device'),
   cudaResetPeak: fn<(device?: number) => void>('device'),
   cudaEmptyCache: fn<() => void>(),
+  cudnnBenchmark: fn<() => boolean>(),
+  /** TF32 for convolutions (cuDNN) and matmuls (cuBLAS). */
+  setAllowTF32: fn<(cudnn: boolean, cublas: boolean) => void>('cudnn', 'cublas'),
+  allowTF32: fn<() => [boolean, boolean]>(),
+  /** The class CUDA out-of-memory errors are made of (CudaOutOfMemoryError). */
+  cudaSetErrorClass: fn<(ctor: new (message: string) => Error) => void>('ctor'),
+  // CUDA graphs (torch.cuda.CUDAGraph); a pool is the pair of ids graph_pool_handle() gives.
+  cudaGraphNew: fn<(keepGraph: boolean) => number>('keepGraph'),
+  cudaGraphCapture: fn<(graph: number, fn: () => void, pool: Opt<readonly [number, number]>, captureMode: string) => void>('graph', 'fn', 'pool', 'captureMode'),
+  cudaGraphReplay: fn<(graph: number) => void>('graph'),
+  cudaGraphReset: fn<(graph: number) => void>('graph'),
+  cudaGraphPool: fn<(graph: number) => [number, number]>('graph'),
+  cudaGraphDispose: fn<(graph: number) => void>('graph'),
+  cudaGraphPoolHandle: fn<() => [number, number]>(),
+  /** fn(i) `iters` times on a side stream (the warm-up before a capture). */
+  cudaWarmup: fn<(fn: (i: number) => void, iters: number) => void>('fn', 'iters'),
 
-  // ---- c10d process groups, Gloo (cpp/distributed.cc) ----
-  distInit: fn<(backend: string, rank: number, worldSize: number, masterAddr: string, masterPort: number, timeoutMs: number) => void>('backend', 'rank', 'worldSize', 'masterAddr', 'masterPort', 'timeoutMs'),
+  // ---- c10d process groups, Gloo and NCCL (cpp/distributed.cc) ----
+  /** deviceIndex: the rank's CUDA device for NCCL (made current). */
+  distInit: fn<(backend: string, rank: number, worldSize: number, masterAddr: string, masterPort: number, timeoutMs: number, deviceIndex?: number) => void>('backend', 'rank', 'worldSize', 'masterAddr', 'masterPort', 'timeoutMs', 'deviceIndex'),
   distRank: fn<() => number>(),
   distWorldSize: fn<() => number>(),
   distIsInitialized: fn<() => boolean>(),
@@ -323,12 +339,9 @@ export interface Native extends NativeOps {
 }
 
 function load(): Native {
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  const path = join(root, 'build', 'Release', 'resnet_ts.node');
-  if (!existsSync(path)) {
-    throw new Error(`resnet-ts: the native addon is not built (${path} is missing). Run: bash scripts/setup.sh (or npm run build)`);
-  }
-  return createRequire(import.meta.url)(path) as Native;
+  const addon = loadAddon<Native>(createRequire(import.meta.url));
+  addon.cudaSetErrorClass(CudaOutOfMemoryError);
+  return addon;
 }
 
 /** The loaded addon. */

@@ -116,7 +116,7 @@ export class Tensor {
   /** The single value of a one-element tensor. */
   item(): number { return native.item(this.h) as number; }
   /** Raw bytes of a contiguous CPU copy in this dtype. */
-  toBytes(): Buffer { return native.toBytes(this.h); }
+  toBytes(): Uint8Array { return native.toBytes(this.h); }
   /** Frees the memory now; any later use throws. */
   dispose(): void { this[FREED] = true; native.dispose(this.h); }
   [Symbol.dispose](): void { this.dispose(); }

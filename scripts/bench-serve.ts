@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync, existsSync } from 'no
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
+import type { Result as LoadResult } from 'autocannon';
 import { Command } from 'commander';
 import sharp from 'sharp';
 import { session } from '../lib/inference/index.ts';
@@ -19,6 +19,15 @@ import { ints, positiveInt } from './cli.ts';
 const here = dirname(fileURLToPath(import.meta.url));
 // The serve script beside this one: TypeScript through tsx in the repository, compiled JS in a package.
 const serveArgs = import.meta.url.endsWith('.ts') ? ['--import', 'tsx', join(here, 'serve.ts')] : [join(here, 'serve.js')];
+// autocannon is a devDependency (the benchmark's load generator, not part of the library an app runs),
+// so it is imported once arguments are parsed: `--help` works without it, and its absence is one message.
+let autocannon: typeof import('autocannon') | undefined;
+async function loadGenerator(): Promise<void> {
+  autocannon = (await import('autocannon').catch(() => {
+    console.error('bench --serve: autocannon is not installed; in an app: npm install --save-dev autocannon (a checkout has it after npm ci)');
+    process.exit(2);
+  })).default;
+}
 
 interface Options { model: string; duration: number; maxRequests: number; clients: number[]; threads?: number; output: string; delay: number }
 interface Case { batching: 'on' | 'off'; clients: number; imagesPerSecond: number; p50Ms: number; p99Ms: number; meanBatch: number; eventLoopP99Ms: number; ok: number; failed: number }
@@ -53,8 +62,8 @@ async function scrape(url: string): Promise<Map<string, number>> {
   return out;
 }
 
-function load(url: string, body: Buffer, connections: number, o: Options): Promise<autocannon.Result> {
-  return autocannon({
+function load(url: string, body: Buffer, connections: number, o: Options): Promise<LoadResult> {
+  return autocannon!({
     url: new URL('v1/classify', url).href, method: 'POST', body, headers: { 'content-type': 'image/jpeg' },
     connections, duration: o.duration, maxOverallRequests: o.maxRequests, timeout: 60,
   });
@@ -135,6 +144,7 @@ async function main(): Promise<void> {
     .showHelpAfterError();
   program.parse(process.argv);
   const o = program.opts<Options>();
+  await loadGenerator();
   const dir = mkdtempSync(join(tmpdir(), 'bench-serve-'));
   const servers: Server[] = [];
   try {

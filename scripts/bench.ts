@@ -2,8 +2,9 @@
 // and in onnxruntime-node, alternating rounds in one run, medians and the time ratios ours/PyTorch and
 // ours/onnxruntime. Inference runs inference.optimize()'s fused model on the torchvision oracle's weights,
 // which PyTorch loads too and onnxruntime runs as the oracle's ONNX export. Writes bench.json.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
@@ -13,6 +14,8 @@ import {
   type Device, type Tensor,
 } from '../lib/index.ts';
 import { bf16Pays, cpuInfo, describeCpu } from '../lib/cpu.ts';
+import { graphStep } from '../lib/train/graph-step.ts';
+import { buildTools } from './build-tools.ts';
 
 interface Case {
   name: string;
@@ -27,6 +30,8 @@ interface Case {
   device: Device;
   amp?: 'bf16';
   channelsLast?: boolean;
+  /** Train cases: our side runs train.graphStep (forward and backward replayed from a CUDA graph); PyTorch's stays eager. */
+  cudaGraph?: boolean;
   /** The oracle's weights (.pth) every side loads, and their ONNX export (inference cases). */
   weights?: string;
   onnx?: string;
@@ -53,6 +58,7 @@ const program = new Command('bench')
   .option('--quick', 'a short CPU run (small batches and images)', false)
   .option('--micro', 'only the per-op overhead case', false)
   .option('--device <device>', 'cpu or cuda', 'cpu')
+  .option('--cuda-graph', 'CUDA: also time each training case with the CUDA-graph step (vs PyTorch eager)', false)
   .option('--rounds <n>', 'alternating rounds per case', int, 3)
   .option('--threads <n>', 'intra-op threads for every side', int, Math.min(cpus().length, 16))
   .option('--cases <list>', 'comma-separated case-name prefixes to run (default: all)')
@@ -62,15 +68,20 @@ const program = new Command('bench')
   .showHelpAfterError();
 program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 program.parse();
-const o = program.opts<{ quick: boolean; micro: boolean; device: string; rounds: number; threads: number; cases?: string; onnx: boolean; weightsDir: string; output: string }>();
+const o = program.opts<{ quick: boolean; micro: boolean; device: string; cudaGraph: boolean; rounds: number; threads: number; cases?: string; onnx: boolean; weightsDir: string; output: string }>();
 if (!isDevice(o.device)) {
   console.error(`error: option '--device <device>' must be cpu or cuda; got ${o.device}`);
   process.exit(2);
 }
 const device = o.device as Device;
 const onCuda = device.startsWith('cuda');
+if (o.cudaGraph && !onCuda) {
+  console.error('bench: --cuda-graph needs --device cuda (CUDA graphs replay GPU kernels)');
+  process.exit(2);
+}
 const withOnnx = o.onnx && !onCuda;
-const lib = JSON.parse(execFileSync(process.execPath, [join(import.meta.dirname, 'libtorch.mjs'), '--json'], { encoding: 'utf8' })) as { python?: string; how: string };
+// The libtorch in use and its Python (PyTorch's side), from the package root in a checkout and once installed.
+const lib = (await buildTools()).findLibtorch();
 if (!lib.python) {
   console.error('bench: the libtorch in use has no Python beside it (LIBTORCH=...); PyTorch cannot be timed');
   process.exit(2);
@@ -98,6 +109,9 @@ function cases(): Case[] {
   for (const [m, b, s] of train) {
     for (const amp of [undefined, 'bf16'] as const) {
       list.push({ ...base, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''}`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, iters: 3 });
+      if (o.cudaGraph) {
+        list.push({ ...base, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''} cuda-graph`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, iters: 3, cudaGraph: true });
+      }
     }
   }
   const only = o.cases?.split(',').map((s) => s.trim());
@@ -200,7 +214,9 @@ function runOurs(c: Case): Side {
     const amp = <T>(fn: () => T): T => withAmp(c.amp, c.device, fn);
     model.train();
     const sgd = new optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
-    seconds = timeSteps(c, () =>
+    // The graph step as fit() runs it: replay, then the loss read back and the eager optimizer step.
+    const graph = c.cudaGraph ? graphStep({ model, optimizer: sgd, labelSmoothing: 0, amp: c.amp, device: c.device }) : undefined;
+    seconds = graph ? timeSteps(c, () => void graph({ x: input, y }, (l) => l)) : timeSteps(c, () =>
       tidy(() => {
         sgd.zeroGrad();
         const loss = amp(() => F.crossEntropy(model.forward(input), y));
@@ -225,19 +241,30 @@ function child(cmd: string, args: string[], what: string): Side & { version?: st
 /** PyTorch's side of one case, in a fresh Python process. */
 const runTorch = (c: Case): Side => child(lib.python!, [join(import.meta.dirname, 'bench_torch.py'), JSON.stringify(c)], `PyTorch side of '${c.name}'`);
 
+/** Whether a package is installed where this script would import it from (a checkout's or an app's node_modules). */
+function resolvable(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 let onnxVersion: string | undefined;
 /** onnxruntime-node's side of an inference case (always float32: its CPU provider has no bf16 convolutions), in a fresh Node process. */
 function runOnnx(c: Case): Side {
   const spec = { onnx: c.onnx, batch: c.batch, size: c.size, threads: c.threads, iters: c.iters, warmup: c.warmup };
-  const r = child(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'bench_onnx.ts'), JSON.stringify(spec)], `onnxruntime side of '${c.name}'`);
+  const script = import.meta.url.endsWith('.ts') ? ['--import', 'tsx', join(import.meta.dirname, 'bench_onnx.ts')] : [join(import.meta.dirname, 'bench_onnx.js')];
+  const r = child(process.execPath, [...script, JSON.stringify(spec)], `onnxruntime side of '${c.name}'`);
   onnxVersion = r.version;
   return r;
 }
 
 const list = cases();
 attachWeights(list);
-if (withOnnx && list.some((c) => c.kind === 'infer') && !existsSync(join(import.meta.dirname, '..', 'node_modules', 'onnxruntime-node'))) {
-  console.error('bench: onnxruntime-node is not installed (npm ci installs it as a devDependency); use --no-onnx to leave it out');
+if (withOnnx && list.some((c) => c.kind === 'infer') && !resolvable('onnxruntime-node')) {
+  console.error('bench: onnxruntime-node is not installed (a checkout\'s npm ci installs it as a devDependency; in an app: npm install --save-dev onnxruntime-node); use --no-onnx to leave it out');
   process.exit(2);
 }
 const load0 = loadavg();

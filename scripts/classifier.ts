@@ -8,6 +8,7 @@ import { IMAGENET_CATEGORIES } from '../lib/data/imagenet-classes.ts';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/data/imagenet.ts';
 import * as inference from '../lib/inference/index.ts';
 import * as models from '../lib/models/index.ts';
+import { checkpointInfo } from '../lib/io/checkpoint-file.ts';
 import type { Module } from '../lib/nn/module.ts';
 import { isDevice, type Device } from '../lib/tensor.ts';
 
@@ -38,30 +39,36 @@ export interface Classifier {
 
 const isNameLike = (s: string): boolean => !s.includes('/') && !s.includes('.');
 
-/** Builds `name`, loads its weights (downloading a published entry if needed) and moves it to device in eval mode. */
-export async function loadClassifier(name: string, weights: string, device: Device): Promise<Classifier> {
+/**
+ * Builds `name` (default: the net a resnet-ts checkpoint records), loads its weights (downloading a published entry
+ * if needed) and moves it to device in eval mode.
+ */
+export async function loadClassifier(model: string | undefined, weights: string, device: Device): Promise<Classifier> {
+  const name = model ?? (existsSync(weights) ? checkpointInfo(weights)?.model : undefined);
+  if (name === undefined) throw new UsageError(`--model is needed: ${weights} is not a resnet-ts checkpoint that names its net`);
   if (!models.list().includes(name)) throw new UsageError(`unknown model '${name}'; known models: ${models.list().join(', ')}`);
   if (models.family(name) === 'cifar') throw new UsageError(`${name} is a CIFAR model (32x32 inputs); ImageNet evaluation needs an ImageNet model`);
   if (!models.findWeights(name, weights) && !/^https?:\/\//.test(weights) && !existsSync(weights) && !isNameLike(weights)) {
     throw new UsageError(`weights file not found: ${weights}`);
   }
   let resolved: models.ResolvedWeights;
-  let model: Module;
+  let net: Module;
   try {
     resolved = await models.resolveWeights(name, weights);
-    model = await models.create(name, { weights: resolved.entry && resolved.entry.model === name ? resolved.entry : resolved.path });
+    net = await models.create(name, { weights: resolved.entry && resolved.entry.model === name ? resolved.entry : resolved.path });
   } catch (e) {
     if (e instanceof DownloadError) throw e;
     throw new UsageError((e as Error).message);
   }
-  const numClasses = models.classifier(model)?.[1].outFeatures ?? 1000;
-  const t = resolved.entry?.transforms;
+  const numClasses = models.classifier(net)?.[1].outFeatures ?? 1000;
+  const t = resolved.entry?.transforms ?? (resolved.transforms && { ...resolved.transforms, interpolation: 'bilinear' });
   if (t && (t.interpolation !== 'bilinear' || t.mean.some((v, i) => v !== IMAGENET_MEAN[i]) || t.std.some((v, i) => v !== IMAGENET_STD[i]))) {
     throw new UsageError(`${resolved.label}: its eval preset (${t.interpolation}, mean ${t.mean}, std ${t.std}) is not the bilinear ImageNet one implemented here`);
   }
+  const named = resolved.categories?.length === numClasses ? resolved.categories : undefined;
   return {
-    model: model.eval().to(device), numClasses, path: resolved.path, entry: resolved.entry, resize: t?.resize ?? 256, crop: t?.crop ?? 224,
-    categories: resolved.entry?.categories ?? (numClasses === 1000 ? IMAGENET_CATEGORIES : undefined),
+    model: net.eval().to(device), numClasses, path: resolved.path, entry: resolved.entry, resize: t?.resize ?? 256, crop: t?.crop ?? 224,
+    categories: named ?? (numClasses === 1000 ? IMAGENET_CATEGORIES : undefined),
   };
 }
 

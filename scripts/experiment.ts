@@ -25,7 +25,8 @@ const program = new Command('experiment')
     '  cardinality  Xie et al. 2017 Table 3: cardinality 1, 2, 4, 8, 32 at equal mult-adds\n' +
     '  preact       He et al. 2016 Table 3: original vs pre-activation units\n' +
     '  densenet     Huang et al. 2017 sec. 4.3: ResNet vs DenseNet-BC at equal parameter budgets\n' +
-    '  all          the five, one after another')
+    '  transfer     Yosinski et al. 2014: classes 5-9 from 100 images a class, frozen / fine-tuned / from scratch after pretraining on 0-4\n' +
+    '  all          all of them, one after another')
   .addArgument(new Argument('<name>', 'experiment').choices(NAMES))
   .addOption(new Option('--scale <scale>', 'quick: minutes on 2 CPU cores; medium: all 60k training images, two seeds (degradation: sized for ~80 min on 2 CPU cores, estimated); full: the papers\' schedule, for a GPU').choices(ex.SCALES).default('quick'))
   .addOption(new Option('--data <name>', 'dataset').choices(ex.DATASETS).default('fashion-mnist'))
@@ -79,7 +80,7 @@ function plan(names: string[], f: Flags): void {
   for (const name of names) {
     const exp = ex.EXPERIMENTS[name]!;
     const rows = exp.runs(f.scale).map((run) => {
-      const s = models.summary(ex.buildRun(run, c, 10), [1, c, h, w], { depth: 0 });
+      const s = models.summary(ex.buildRun(run, c, run.classes?.length ?? 10), [1, c, h, w], { depth: 0 });
       return { run, params: s.totalParams, multAdds: s.totalMultAdds };
     });
     const macs = rows.map((r) => r.multAdds);

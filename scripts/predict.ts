@@ -5,15 +5,16 @@ import { basename, extname } from 'node:path';
 import { Command } from 'commander';
 import { positiveInt } from './cli.ts';
 import { decodeImage, type DecodedImage } from '../lib/data/image-folder.ts';
-import { IMAGENET_WNIDS, evalBatch, resizeCrop } from '../lib/data/imagenet.ts';
+import { IMAGENET_WNIDS, evalBatch } from '../lib/data/imagenet.ts';
 import { gradCam } from '../lib/explain/grad-cam.ts';
-import { overlayHeatmap, writePng, type RgbImage } from '../lib/explain/overlay.ts';
+import { defaultCamLayer, seenCrop } from '../lib/explain/image.ts';
+import { overlayHeatmap, writePng } from '../lib/explain/overlay.ts';
 import { softmax } from '../lib/nn/functional.ts';
 import type { Module } from '../lib/nn/module.ts';
 import { noGrad, tidy, type Device } from '../lib/tensor.ts';
 import { UsageError, checkDevice, inferenceModel, loadClassifier } from './classifier.ts';
 
-interface Options { model: string; weights: string; resize?: number; crop?: number; device: string; top: number; json: boolean; cam?: string; camLayer?: string; optimize: boolean }
+interface Options { model?: string; weights: string; resize?: number; crop?: number; device: string; top: number; json: boolean; cam?: string; camLayer?: string; optimize: boolean }
 
 /** One image's best classes: index, WordNet id and name (ImageNet-1k weights), probability. */
 interface Guess { index: number; wnid: string | null; name: string; probability: number }
@@ -25,15 +26,13 @@ function camPath(cam: string, file: string, n: number): string {
   return `${cam.slice(0, cam.length - extname(cam).length)}.${basename(file, extname(file))}${ext}`;
 }
 
-// The crop the model saw, as 8-bit RGB (the overlay's background).
-function seen(img: DecodedImage, resize: number, crop: number): RgbImage {
-  const data = tidy(() => resizeCrop(img, { resize, crop }).permute(1, 2, 0).contiguous().to('uint8').toArray() as Uint8Array);
-  return { data, width: crop, height: crop };
-}
-
 async function writeCams(model: Module, images: DecodedImage[], files: string[], o: Options & { resize: number; crop: number; device: Device }, top: number[]): Promise<string[]> {
-  const layer = o.camLayer ?? (model.namedModules().some(([p]) => p === 'layer4') ? 'layer4' : undefined);
-  if (!layer) throw new UsageError(`--cam: ${o.model} has no layer4; name the layer with --cam-layer`);
+  let layer: string;
+  try {
+    layer = o.camLayer ?? defaultCamLayer(model);
+  } catch (e) {
+    throw new UsageError(`--cam: ${(e as Error).message} with --cam-layer`);
+  }
   const maps = tidy(() => {
     const x = evalBatch(images, { resize: o.resize, crop: o.crop, device: o.device });
     try {
@@ -46,7 +45,7 @@ async function writeCams(model: Module, images: DecodedImage[], files: string[],
   const written: string[] = [];
   for (let i = 0; i < images.length; i++) {
     const path = camPath(o.cam!, files[i]!, images.length);
-    await writePng(path, overlayHeatmap(seen(images[i]!, o.resize, o.crop), maps.subarray(i * px, (i + 1) * px)));
+    await writePng(path, overlayHeatmap(seenCrop(images[i]!, o.resize, o.crop), maps.subarray(i * px, (i + 1) * px)));
     written.push(path);
   }
   return written;
@@ -88,14 +87,15 @@ async function main(): Promise<void> {
   const program = new Command('predict')
     .description('Top classes of images, with probabilities, using the eval preprocessing of the weights.')
     .argument('<images...>', 'image files (JPEG, PNG, WebP, TIFF)')
-    .requiredOption('--model <name>', 'registry model name')
-    .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), a .pth/.safetensors state dict, or a URL')
+    .option('--model <name>', 'registry model name (default: the net a resnet-ts checkpoint was trained as)')
+    .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), a .pth/.safetensors state dict, ' +
+      'a resnet-ts checkpoint (runs/<run>/checkpoint.safetensors: its class names and eval preset), or a URL')
     .option('--resize <n>', 'shorter side before the crop (default: the weights\' preset, e.g. 232 for V2; 256 for other files)', positiveInt)
     .option('--crop <n>', 'center crop size (default: the weights\' preset, 224)', positiveInt)
     .option('--device <device>', 'cpu, cuda or cuda:N', 'cpu')
     .option('--top <n>', 'how many classes to show', positiveInt, 5)
     .option('--cam <file.png>', 'write a Grad-CAM overlay of the top class (several images: the image name is inserted before the extension)')
-    .option('--cam-layer <path>', 'module whose activations Grad-CAM explains (default layer4)')
+    .option('--cam-layer <path>', 'module whose activations Grad-CAM explains (default: the last stage, layer4 of ResNets, features of DenseNets)')
     .option('--json', 'print JSON instead of a table', false)
     .option('--no-optimize', "run the model's own forward instead of its fused inference copy (CPU: BatchNorm folded, oneDNN kernels)")
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Idempotent set-up for resnet-ts on Debian: system packages, libtorch, npm deps, the addon.
-# A second run does nothing but check (a few seconds).
+# Idempotent set-up for resnet-ts on Debian: system packages, libtorch, npm deps, the addon, dist/.
+# A second run does nothing but check (a second or two).
 #   - Debian packages (dataset-fashion-mnist, python3-torchvision as the parity oracle, libgloo-dev,
 #     chromium for report tests): installed with apt when missing and running as root; otherwise
 #     the command to run is printed.
 #   - libtorch: when scripts/libtorch.mjs finds none, a project-local .venv gets pip's torch==2.13.0+cpu.
-#   - npm ci when node_modules is missing or stale; node-gyp builds the addon when cpp/ changed.
+#   - npm ci when node_modules is missing or stale; the addon (scripts/build-addon.mjs: npm's node-gyp,
+#     with the content-addressed build cache) when cpp/ changed; dist/ (npm run build:ts) when lib/ changed.
+#   - --cuda: also the cached CUDA torch env (scripts/torch-env.mjs cuda) and the addon built against it
+#     into build-cuda/ (what CI links on every commit; no GPU needed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-log() { echo "[setup] $*" >&2; }
+log() { echo "[setup +${SECONDS}s] $*" >&2; }
 
 # ---- Debian packages ----
 missing=()
@@ -31,7 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # ---- libtorch ----
-if ! node scripts/libtorch.mjs --describe >/dev/null 2>&1; then
+# The package's cache envs are for installed copies; a checkout builds against LIBTORCH, .venv or a Python torch.
+if ! node scripts/libtorch.mjs --describe 2>/dev/null | grep -qv ' from resnet-ts cache '; then
   py="${PYTHON:-python3}"
   log "no libtorch 2.x found; creating .venv with torch==2.13.0+cpu"
   rm -rf .venv
@@ -53,12 +57,20 @@ fi
 
 # ---- the addon ----
 addon=build/Release/resnet_ts.node
-if [ ! -e "$addon" ] || [ -n "$(find cpp binding.gyp scripts/libtorch.mjs -newer "$addon" 2>/dev/null | head -1)" ]; then
-  log "building the addon ($(node scripts/libtorch.mjs --describe))"
-  if [ -e build/Makefile ] && [ ! binding.gyp -nt build/Makefile ]; then
-    npx --no-install node-gyp build -j "$(nproc)" >/dev/null
-  else
-    npx --no-install node-gyp rebuild -j "$(nproc)" >/dev/null
-  fi
+if [ ! -e "$addon" ] || [ -n "$(find cpp binding.gyp scripts/libtorch.mjs scripts/build-addon.mjs -newer "$addon" 2>/dev/null | head -1)" ]; then
+  node scripts/build-addon.mjs >/dev/null
   touch "$addon"
+fi
+
+# ---- dist/ (the compiled package; the npm scripts run the sources through tsx) ----
+if [ ! -e dist/lib/index.js ] || [ -n "$(find lib scripts tsconfig.json tsconfig.build.json -newer dist/lib/index.js \( -name '*.ts' -o -name 'tsconfig*.json' \) 2>/dev/null | head -1)" ]; then
+  node scripts/build-ts.mjs
+  touch dist/lib/index.js
+fi
+
+# ---- the CUDA variant (--cuda; RESNET_TS_SKIP_CUDA=1 skips it where no CUDA torch can be installed) ----
+if [ "${1:-}" = --cuda ] && [ "${RESNET_TS_SKIP_CUDA:-0}" != 1 ]; then
+  torch=$(node scripts/torch-env.mjs cuda)
+  node scripts/build-addon.mjs --out build-cuda --libtorch "$torch" >/dev/null
+  log "CUDA variant ready: build-cuda/build/Release/resnet_ts.node"
 fi

@@ -5,11 +5,11 @@
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { float, int, ints, stopOnSignals } from './cli.ts';
 import { launch } from './launch.ts';
 import type { Device } from '../lib/index.ts';
-import type { Recipe } from '../lib/train/index.ts';
+import type { FreezeSpec, Recipe } from '../lib/train/index.ts';
 
 // libgomp's threads spin while waiting; on a shared 2-core machine a spinning thread starves the
 // one doing the work and small ops take milliseconds. Passive waiting must be chosen before libtorch
@@ -59,9 +59,11 @@ const program = new Command('train')
   .addOption(new Option('--device <device>', 'cpu or cuda').choices(['cpu', 'cuda']).default('cpu'))
   .addOption(new Option('--amp <dtype>', 'mixed precision').choices(['bf16', 'fp16']))
   .option('--channels-last', 'channels-last memory format for images and weights (on CPU too: 1.15x faster for resnet20 on 2 AMD EPYC cores)', false)
+  .option('--cuda-graph', 'CUDA: capture forward and backward once as a CUDA graph and replay it per batch (fixed shapes, one process, no fp16)', false)
+  .option('--oom-retry', 'CUDA: on out-of-memory, train the batch again in 2, 4, ... slices (gradients accumulated) instead of stopping', false)
   .option('--workers <n>', 'batches prepared ahead; also the decoding threads for image folders', int(0), 2)
   .option('--threads <n>', 'CPU threads for tensor ops', int(1), availableParallelism())
-  .option('--image-size <n>', 'image folders: training crop size', int(8), 224)
+  .option('--image-size <n>', 'image folders: training crop and test centre crop (default: the weights\' preset, else 224)', int(8))
   .option('--out <dir>', 'output directory (default: runs/<model>-<data>)')
   .option('--resume', 'continue from <out>/checkpoint.safetensors (refused if it was made with other flags)', false)
   .option('--force-resume', 'with --resume: continue even if the checkpoint was made with other flags', false)
@@ -74,6 +76,12 @@ const program = new Command('train')
   .option('--master-port <port>', 'data-parallel: rendezvous port for --nproc-per-node (default: a free port)', int(1))
   .option('--dist-timeout <s>', 'data-parallel: seconds a collective may wait for a peer before failing', int(1), 300)
   .option('--sync-bn', 'data-parallel: BatchNorm statistics over the global batch (SyncBatchNorm)', false)
+  // Transfer learning: start from weights, freeze part of the net, give the classifier its own lr.
+  .option('--weights <name|file>', 'start from published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), ' +
+    'a .pth/.safetensors file or a resnet-ts checkpoint; the classifier is kept only for the same classes, and image folders take the weights\' eval preset')
+  .option('--freeze <what>', 'none | backbone (train only the classifier) | stages:N (freeze the stem and the first N stages, train the rest); frozen BatchNorm keeps its statistics', 'none')
+  .option('--head-lr <x>', 'learning rate of the classifier (default: --lr), scheduled like the rest', float(0))
+  .option('--val-split <x>', 'a folder without val/: hold out this fraction of each class for testing, drawn with --seed', fraction)
   .option('--quiet', 'no progress output', false)
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) })
@@ -84,10 +92,18 @@ type Flags = {
   model: string; data: string; dataDir?: string; epochs: number; batchSize: number; evalBatchSize: number; optimizer: 'sgd' | 'adamw';
   lr: number; momentum: number; nesterov: boolean; schedule: Recipe['schedule']; milestones?: number[];
   warmup: number; wd: number; wdAll: boolean; labelSmoothing: number; clipGrad?: number; augment: Recipe['augment']; cropPadding: number;
-  device: 'cpu' | 'cuda'; amp?: 'bf16' | 'fp16'; channelsLast: boolean; workers: number; threads: number; imageSize: number;
+  device: 'cpu' | 'cuda'; amp?: 'bf16' | 'fp16'; channelsLast: boolean; cudaGraph: boolean; oomRetry: boolean; workers: number; threads: number; imageSize: number;
   out?: string; resume: boolean; forceResume: boolean; seed: number; limitTrain?: number; limitTest?: number; logEvery: number; quiet: boolean;
   nprocPerNode: number; backend?: 'gloo' | 'nccl'; masterPort?: number; distTimeout: number; syncBn: boolean;
+  weights?: string; freeze: string; headLr?: number; valSplit?: number;
 };
+
+/** A fraction strictly between 0 and 1. */
+function fraction(v: string): number {
+  const x = Number(v);
+  if (v.trim() === '' || !(x > 0 && x < 1)) throw new InvalidArgumentError('expected a fraction between 0 and 1, e.g. 0.1');
+  return x;
+}
 
 function usage(message: string): never {
   process.stderr.write(`train: ${message}\n`);
@@ -118,6 +134,16 @@ function parseFlags(): Flags {
   if (f.backend === 'nccl' && f.device !== 'cuda') usage('--backend nccl needs --device cuda');
   if (f.device === 'cuda' && f.nprocPerNode > cuda.deviceCount()) usage(`--nproc-per-node ${f.nprocPerNode}: only ${cuda.deviceCount()} CUDA device(s)`);
   if (f.forceResume && !f.resume) usage('--force-resume applies only with --resume');
+  if (f.cudaGraph && f.device !== 'cuda') usage('--cuda-graph needs --device cuda (CUDA graphs replay GPU kernels)');
+  if (f.cudaGraph && f.nprocPerNode > 1) usage('--cuda-graph is single-process: the DDP reducer\'s hooks cannot be captured');
+  if (f.cudaGraph && f.amp === 'fp16') usage('--cuda-graph with --amp fp16: the grad scaler\'s changing scale cannot be replayed; use --amp bf16');
+  if (f.oomRetry && f.device !== 'cuda') usage('--oom-retry applies only with --device cuda (it retries CUDA out-of-memory errors)');
+  if (f.oomRetry && f.nprocPerNode > 1) usage('--oom-retry is single-process (ranks would disagree on when to retry)');
+  try {
+    train.parseFreeze(f.freeze);
+  } catch (e) {
+    usage(`--freeze: ${(e as Error).message}`);
+  }
   return f;
 }
 
@@ -141,8 +167,9 @@ function recipeOf(f: Flags): Recipe {
     model: f.model, data: f.data, epochs: f.epochs, batchSize: f.batchSize, evalBatchSize: f.evalBatchSize, optimizer: f.optimizer,
     lr: f.lr, momentum: f.momentum, nesterov: f.nesterov, weightDecay: f.wd, decayNormAndBias: f.wdAll, schedule: f.schedule,
     warmupEpochs: f.warmup, milestones: f.milestones, labelSmoothing: f.labelSmoothing, clipGrad: f.clipGrad, augment: f.augment,
-    cropPadding: f.cropPadding, imageSize: train.DATASET_NAMES.includes(f.data) ? undefined : f.imageSize,
-    limitTrain: f.limitTrain, limitTest: f.limitTest, seed: f.seed, amp: f.amp, syncBn: f.syncBn,
+    cropPadding: f.cropPadding, limitTrain: f.limitTrain, limitTest: f.limitTest, seed: f.seed, amp: f.amp, syncBn: f.syncBn,
+    imageSize: train.DATASET_NAMES.includes(f.data) ? undefined : f.imageSize ?? train.weightsPreset({ model: f.model, weights: f.weights })?.crop ?? 224,
+    weights: f.weights, freeze: f.freeze === 'none' ? undefined : (f.freeze as FreezeSpec), headLr: f.headLr, valSplit: f.valSplit,
     // Absent when off, so that the recipes of runs made before these flags existed still match.
     randomErasing: f.randomErasing || undefined, emaDecay: f.ema ? f.emaDecay : undefined, emaWarmup: (f.ema && f.emaWarmup) || undefined, tta: f.tta || undefined,
   };
@@ -172,7 +199,9 @@ async function main(): Promise<void> {
   const device: Device = f.device === 'cuda' && denv ? (`cuda:${denv.localRank}` as Device) : f.device;
   const out = f.out ?? join('runs', `${f.model}-${f.data.replace(/[^\w.-]+/g, '_')}${f.recipe === 'default' ? '' : `-${f.recipe}`}`);
   const recipe = recipeOf(f);
-  const data = train.loadTrainingData(recipe.data, { dir: f.dataDir, imageSize: recipe.imageSize });
+  if (rank === 0) await train.fetchWeights(recipe, { progress: !f.quiet });
+  if (world > 1) dist.barrier();
+  const data = train.loadRecipeData(recipe, { dir: f.dataDir });
   const t = train.buildTraining(recipe, data, { device, rank, world, workers: f.workers, channelsLast: f.channelsLast });
   const stop = stopOnSignals();
   const resuming = f.resume && existsSync(train.runPaths(out).checkpoint);
@@ -182,9 +211,15 @@ async function main(): Promise<void> {
       `${world > 1 ? ` × ${world} ranks` : ''}, ` +
       `${f.threads} threads, batch ${f.batchSize}, ${f.optimizer} lr ${f.lr} ${f.schedule}, wd ${f.wd}` +
       `${f.ema ? `, EMA ${f.emaDecay}` : ''}${f.tta ? ', flip TTA' : ''}${f.randomErasing ? `, random erasing ${f.randomErasing}` : ''}; writing ${out}${resuming ? ' (resuming)' : ''}`);
+    if (recipe.weights) {
+      console.log(`from ${recipe.weights}${recipe.freeze ? `, frozen: ${recipe.freeze}` : ''}${recipe.headLr !== undefined ? `, classifier lr ${recipe.headLr}` : ''}; ` +
+        `${t.model.numParameters({ trainableOnly: true }).toLocaleString('en-US')} of ${t.model.numParameters().toLocaleString('en-US')} parameters train`);
+    }
+    if (data.folder && data.test === data.train) console.log(`${f.data} has no val/ folder: testing on the training images (hold some out with --val-split 0.1)`);
   }
   const { summary, interrupted } = await train.fit({
     ...t, outDir: out, resume: resuming, forceResume: f.forceResume, config: { ...f }, logEvery: f.logEvery, quiet: f.quiet, shouldStop: stop.requested,
+    step: f.cudaGraph ? train.graphStep : undefined, oomRetry: f.oomRetry,
   });
   if (world > 1) dist.destroy();
   if (interrupted) process.exit(stop.exitCode());

@@ -83,11 +83,12 @@ test('a stale or forged handle is refused, never dereferenced', () => tidy(() =>
 
 test('CUDA requests on a CPU-only build are JS errors', () => tidy(() => {
   if (cuda.isAvailable()) return;
-  assert.match(error(() => ones([2]).to('cuda')).message, /cuda/i);
-  assert.match(error(() => zeros([2], { device: 'cuda:1' })).message, /cuda/i);
-  assert.match(error(() => ones([2]).to({ device: 'cuda', nonBlocking: true })).message, /cuda/i);
-  assert.match(error(() => ones([2]).pinMemory()).message, /pinMemory: .*accelerator/);
-  assert.match(error(() => cuda.memory()).message, /no CUDA/);
+  // A CUDA build without a GPU (CI's build-cuda/) says there is no driver instead.
+  assert.match(error(() => ones([2]).to('cuda')).message, /cuda|NVIDIA driver/i);
+  assert.match(error(() => zeros([2], { device: 'cuda:1' })).message, /cuda|NVIDIA driver/i);
+  assert.match(error(() => ones([2]).to({ device: 'cuda', nonBlocking: true })).message, /cuda|NVIDIA driver/i);
+  assert.match(error(() => ones([2]).pinMemory()).message, /pinMemory: .*(accelerator|NVIDIA driver)/);
+  assert.equal(cuda.memory(), { allocated: 0, reserved: 0, peakAllocated: 0 }); // torch.cuda.memory_allocated() is 0 too
 }));
 
 test('absurd sizes are refused before any allocation (no abort, no OOM kill)', () => tidy(() => {

@@ -9,7 +9,8 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { CARDINALITY_WIDTHS, PALETTE, writeExperimentReport, type ExperimentResults } from '../lib/experiments/index.ts';
-import { root, tmp } from './helpers.ts';
+import { data, train } from '../lib/index.ts';
+import { py, root, tmp, visionPython } from './helpers.ts';
 
 const SCRIPT = join(root, 'scripts', 'experiment.ts');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -92,7 +93,7 @@ async function colourPixels(html: string): Promise<number[]> {
 test('--help exits 0 and names the four experiments; an unknown experiment or scale exits 2', () => {
   const help = run(['--help']);
   assert.is(help.status, 0, help.stderr);
-  for (const n of ['degradation', 'shortcuts', 'cardinality', 'preact', '--scale', '--data']) assert.ok(help.stdout.includes(n), n);
+  for (const n of ['degradation', 'shortcuts', 'cardinality', 'preact', 'transfer', '--scale', '--data']) assert.ok(help.stdout.includes(n), n);
   const bad = run(['degradations']);
   assert.is(bad.status, 2);
   assert.match(bad.stderr, /degradations/);
@@ -202,6 +203,34 @@ test('report.html draws every run\'s curves in headless Chromium (the same page 
   const blank = await colourPixels(control);
   // The legend boxes carry the colours on both pages; only drawn curves add to them.
   res.runs.forEach((r, i) => assert.ok(drawn[i]! - blank[i]! > 150, `${r.id}: ${drawn[i]} pixels of its colour vs ${blank[i]} without curves`));
+});
+
+test('transfer: the target runs see the first 100 images of each of classes 5-9 (numpy on the same files); frozen keeps the pretrained backbone bit for bit', () => {
+  const ref = py<{ sums: number[]; labels: number[]; testCount: number }>(`import gzip, json, numpy as np
+d = '/usr/share/datasets/fashion-mnist'
+x = np.frombuffer(gzip.open(d + '/train-images-idx3-ubyte.gz').read(), np.uint8, offset=16).reshape(-1, 784)
+y = np.frombuffer(gzip.open(d + '/train-labels-idx1-ubyte.gz').read(), np.uint8, offset=8)
+yt = np.frombuffer(gzip.open(d + '/t10k-labels-idx1-ubyte.gz').read(), np.uint8, offset=8)
+idx = np.sort(np.concatenate([np.where(y == c)[0][:100] for c in range(5, 10)]))
+print(json.dumps({'sums': x[idx].astype(np.int64).sum(1).tolist(), 'labels': (y[idx] - 5).tolist(), 'testCount': int((yt >= 5).sum())}))`, { python: visionPython });
+  const sub = data.selectClasses(data.loadFashionMnist('train'), [5, 6, 7, 8, 9], 100);
+  assert.equal(Array.from(sub.labels), ref.labels);
+  assert.equal(Array.from({ length: sub.labels.length }, (_, i) => sub.images.subarray(i * 784, (i + 1) * 784).reduce((a, v) => a + v, 0)), ref.sums);
+  assert.equal(sub.classes, ['Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']);
+  const dir = tmp();
+  const r = run(['transfer', '--epochs', '1', '--limit-train', '150', '--limit-test', '300', '--threads', '1', '--out', dir]);
+  assert.is(r.status, 0, r.stderr);
+  const res = JSON.parse(readFileSync(join(dir, 'transfer', 'results.json'), 'utf8')) as ExperimentResults;
+  assert.equal(res.runs.map((x) => [x.id, x.trainImages, x.testImages]), [['pretrain', 150, 300], ['frozen', 150, 300], ['finetune', 150, 300], ['scratch', 150, 300]]);
+  assert.match(res.finding.text, new RegExp(`from scratch ${pct(res.runs[3]!.testError)}; frozen backbone ${pct(res.runs[1]!.testError)}`));
+  assert.ok(ref.testCount === 5000 && res.recipeText.includes('the first 100 of each of classes 5–9'), res.recipeText);
+  const ck = (id: string) => train.checkpointWeights(join(dir, 'transfer', id, 'checkpoint.safetensors'));
+  const [pre, frozen, ft] = [ck('pretrain'), ck('frozen'), ck('finetune')];
+  assert.equal(frozen.info.classes, sub.classes);
+  const backbone = Object.keys(pre.stateDict).filter((k) => !k.startsWith('fc.'));
+  assert.ok(backbone.every((k) => frozen.stateDict[k]!.equal(pre.stateDict[k]!)), 'the frozen backbone (or its BN statistics) moved');
+  assert.ok(!frozen.stateDict['fc.weight']!.equal(pre.stateDict['fc.weight']!), 'the classifier did not train');
+  assert.ok(backbone.some((k) => !ft.stateDict[k]!.equal(pre.stateDict[k]!)), 'the fine-tuned backbone did not move');
 });
 
 test('a run directory made with another recipe is refused (exit 2) rather than mixed in', () => {

@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { decodeImage } from '../lib/data/index.ts';
 import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, evalBatch } from '../lib/data/imagenet.ts';
-import { inference, memory, models, nn, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
+import { explain, inference, memory, models, nn, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import { softmax } from '../lib/nn/functional.ts';
 import { Exit, Latch, PointerProbe } from './fixtures/session-modules.ts';
@@ -165,6 +165,26 @@ test('classify: encoded bytes and decoded images give the synchronous path\'s to
   const before = memory().tensors;
   await s.close();
   assert.is(memory().tensors, before, 'closing a session changed the caller\'s tensors');
+  m.dispose();
+});
+
+test('explain: the Worker\'s Grad-CAM equals explain.explainImage on this thread and leaves the caller\'s parameters as they were', async () => {
+  const m = models.resnet18().eval();
+  const px = Buffer.alloc(90 * 70 * 3);
+  for (let i = 0; i < px.length; i++) px[i] = (i * 2654435761) >>> 24;
+  const decoded = await decodeImage(await sharp(px, { raw: { width: 90, height: 70, channels: 3 } }).blur(2).png().toBuffer());
+  const s = await inference.session(m, { resize: 72, crop: 64, categories: IMAGENET_CATEGORIES });
+  const mine = explain.explainImage(m, decoded, { resize: 72, crop: 64, classIndex: 7 });
+  const [top, seven] = [await s.explain(decoded), await s.explain(decoded, { classIndex: 7, layer: 'layer4' })];
+  assert.equal([seven.index, seven.label, seven.size], [7, IMAGENET_CATEGORIES[7], 64]);
+  assert.ok(seven.cam.every((v, i) => Math.abs(v - mine.cam[i]!) < 1e-4), 'cam differs from the synchronous one');
+  const png = await sharp(seven.png).raw().toBuffer();
+  assert.ok(png.every((v, i) => Math.abs(v - mine.overlay.data[i]!) <= 1), 'overlay differs');
+  assert.is(top.index, explain.explainImage(m, decoded, { resize: 72, crop: 64 }).classIndex);
+  assert.ok(m.parameters().every((p) => p.requiresGrad && p.grad === null), 'the caller\'s parameters were touched');
+  await rejects(() => s.explain(decoded, { classIndex: 1000 }), /classIndex must be an integer from 0 to 999/);
+  await rejects(() => s.explain(decoded, { classIndex: -1 }), /non-negative integer/);
+  await s.close();
   m.dispose();
 });
 

@@ -13,8 +13,9 @@ import { OPS, native, type Handle } from '../lib/native.ts';
 const NEEDS_GROUP = /^dist(?!IsInitialized)/;
 // Takes any value by design (it answers whether the value is a handle).
 const ANY_VALUE = new Set(['isHandle']);
-// Without CUDA these are stubs that read nothing.
-const STUB = native.cudaBuilt() ? /^$/ : /^cuda/;
+// Without CUDA these are stubs that read nothing; a CUDA build without a device refuses graphs before
+// reading all their arguments (test/cuda.test.ts checks those refusals, test:gpu the graphs).
+const STUB = !native.cudaBuilt() ? /^cuda/ : native.cudaIsAvailable() ? /^$/ : /^cuda(Graph|Warmup)/;
 // Check the packed weight (which only convPack makes) before reading the rest: their later
 // positions are checked by test/inference-optimize.test.ts, which calls them with real arguments.
 const VALIDATES_EARLY = ['convFused', 'convFusedAdd'];

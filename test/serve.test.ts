@@ -7,6 +7,10 @@ import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import sharp from 'sharp';
+import { decodeImage } from '../lib/data/index.ts';
+import { evalBatch } from '../lib/data/imagenet.ts';
+import { explain, models, tidy } from '../lib/index.ts';
 import { jpeg, metric, startServer, stopServers, torchvisionFixture, type Child, type Fixture } from './serve-child.ts';
 
 let server: Child;
@@ -139,6 +143,35 @@ test('GET /healthz and /metrics (Prometheus text: requests, latency, batch sizes
   assert.is(metric(text, 'resnet_ts_batch_size_sum'), metric(text, 'resnet_ts_images_total'));
 });
 
+test('POST /v1/explain?class=: the overlay PNG of explain.gradCam in this process on the same weights and image; bad input is a 400', async () => {
+  const m = (await models.create('resnet18', { weights: oracle.weights })).eval();
+  const img = await decodeImage(readFileSync(pngPath));
+  const expected = (classIndex: number): Uint8Array => {
+    const map = tidy(() => explain.gradCam(m, evalBatch([img], { resize: 256, crop: 224 }), { layer: 'layer4', classIndex }).cam.toArray() as Float32Array);
+    return explain.overlayHeatmap(explain.seenCrop(img, 256, 224), map).data;
+  };
+  for (const [query, index] of [['', oracle.indices[0]!], ['?class=3', 3]] as const) {
+    const res = await fetch(new URL(`v1/explain${query}`, server.url), { method: 'POST', body: readFileSync(pngPath), headers: { 'content-type': 'image/png' } });
+    assert.is(res.status, 200, await res.clone().text());
+    assert.is(res.headers.get('content-type'), 'image/png');
+    assert.equal([Number(res.headers.get('x-class-index')), decodeURIComponent(res.headers.get('x-class-label')!)], [index, models.weights('resnet18')[0]!.categories[index]]);
+    const { data, info } = await sharp(Buffer.from(await res.arrayBuffer())).raw().toBuffer({ resolveWithObject: true });
+    assert.equal([info.width, info.height, info.channels], [224, 224, 3]);
+    const want = expected(index);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(data[i]! - want[i]!));
+    assert.ok(worst <= 1, `${query}: overlay differs by up to ${worst}`);
+  }
+  for (const q of ['?class=1000', '?class=-1', '?class=cat']) assert.is((await post(readFileSync(pngPath), { path: `v1/explain${q}` })).status, 400, q);
+  const form = new FormData();
+  form.append('a', new Blob([readFileSync(pngPath)], { type: 'image/png' }), 'a.png');
+  form.append('b', new Blob([readFileSync(pngPath)], { type: 'image/png' }), 'b.png');
+  const two = await post(form, { path: 'v1/explain', type: '' });
+  assert.equal([two.status, two.json.error], [400, 'explain takes one image; got 2']);
+  assert.is((await post(Buffer.from('not an image'), { path: 'v1/explain' })).status, 415);
+  m.dispose();
+});
+
 test('the page in headless Chromium: pick the torchvision image, read the five labels torchvision gives', async () => {
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
   try {
@@ -156,6 +189,12 @@ test('the page in headless Chromium: pick the torchvision image, read the five l
     assert.equal(labels, oracle.labels);
     assert.ok(widths.every((w, i) => Math.abs(w - 100 * oracle.probabilities[i]!) < 0.5), `bar widths ${widths}`);
     assert.ok(await page.isVisible('#preview'), 'the image is not shown');
+    // The Grad-CAM of the top class shows beside the bars; clicking the second class explains that one.
+    await page.locator('#cam-caption').filter({ hasText: `Grad-CAM: ${oracle.labels[0]}` }).waitFor();
+    assert.is(await page.$eval('#cam', (e) => (e as unknown as { naturalWidth: number }).naturalWidth), 224);
+    await page.locator('#predictions li').nth(1).click();
+    await page.locator('#cam-caption').filter({ hasText: `Grad-CAM: ${oracle.labels[1]}` }).waitFor();
+    assert.is(await page.getAttribute('#cam', 'data-index'), String(oracle.indices[1]));
     assert.equal(elsewhere, [], 'the page fetched something other than the server');
     assert.equal(errors, []);
   } finally {

@@ -39,3 +39,27 @@ export function checkDataset(d: ArrayDataset): ArrayDataset {
   }
   return d;
 }
+
+/**
+ * The samples of some classes, relabelled by their position in `classes`, in dataset order; with perClass, only the
+ * first perClass of each. Mean and std stay those of d, so a net sees every subset normalised alike.
+ */
+export function selectClasses(d: ArrayDataset, classes: readonly number[], perClass?: number): ArrayDataset {
+  const to = new Map(classes.map((c, i) => [c, i]));
+  if (to.size !== classes.length || classes.some((c) => !Number.isInteger(c) || c < 0 || c >= d.classes.length)) {
+    throw new Error(`selectClasses: classes must be distinct indices of ${d.name}'s ${d.classes.length} classes; got ${classes.join(', ')}`);
+  }
+  const per = d.shape[0] * d.shape[1] * d.shape[2];
+  const counts = new Array<number>(classes.length).fill(0);
+  const picked: number[] = [];
+  for (let i = 0; i < d.labels.length; i++) {
+    const j = to.get(d.labels[i]!);
+    if (j !== undefined && (perClass === undefined || counts[j]! < perClass)) {
+      counts[j]!++;
+      picked.push(i);
+    }
+  }
+  const images = new Uint8Array(picked.length * per);
+  picked.forEach((i, k) => images.set(d.images.subarray(i * per, (i + 1) * per), k * per));
+  return { ...d, name: `${d.name} classes ${classes.join(',')}`, images, labels: Uint8Array.from(picked, (i) => to.get(d.labels[i]!)!), classes: classes.map((c) => d.classes[c]!) };
+}

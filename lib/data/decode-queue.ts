@@ -27,10 +27,16 @@ export class DecodeQueue {
 
   constructor(private readonly paths: readonly string[], private readonly concurrency = 4, private readonly ahead = 64) {
     if (!(concurrency >= 1 && ahead >= concurrency)) throw new Error(`DecodeQueue: need 1 <= concurrency <= ahead; got ${concurrency}, ${ahead}`);
-    // Workers do not inherit tsx's loader from --import on Node 20, so the worker registers it first.
-    const entry = JSON.stringify(new URL('./decode-worker.ts', import.meta.url).href);
-    const boot = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${entry}); })`;
-    this.worker = new Worker(boot, { eval: true, workerData: { paths, concurrency, ahead } });
+    const workerData = { paths, concurrency, ahead };
+    if (import.meta.url.endsWith('.js')) {
+      // The compiled package (dist/): the worker is plain JavaScript beside this file.
+      this.worker = new Worker(new URL('./decode-worker.js', import.meta.url), { workerData });
+    } else {
+      // Workers do not inherit tsx's loader from --import on Node 20, so the worker registers it first.
+      const entry = JSON.stringify(new URL('./decode-worker.ts', import.meta.url).href);
+      const boot = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${entry}); })`;
+      this.worker = new Worker(boot, { eval: true, workerData });
+    }
     this.worker.on('message', (m: Message) => {
       this.busyMs += m.ms;
       if (this.waiting?.index === m.index) {

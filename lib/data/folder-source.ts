@@ -7,17 +7,25 @@ import { Tensor, tidy } from '../tensor.ts';
 import { centerCrop, resize } from './transforms.ts';
 import type { BatchSource } from './loader.ts';
 
-/**
- * A batch source over a folder of class folders; `classes` are the sorted folder names. Given the training
- * source's classes (`sameClassesAs`), a folder with other classes is an Error naming them.
- */
-export function folderSource(dir: string, size: number, { sameClassesAs }: { sameClassesAs?: { dir: string; classes: readonly string[] } } = {}): BatchSource & { classes: string[] } {
-  const { classes, samples } = listImageFolder(dir);
+/** Options of folderSource. */
+export interface FolderSourceOptions {
+  /** The training source's classes: a folder with other classes is an Error naming them. */
+  sameClassesAs?: { dir: string; classes: readonly string[] };
+  /** Only these positions of the listing (e.g. one side of stratifiedSplit). */
+  subset?: readonly number[];
+}
+
+/** A batch source over a folder of class folders; `classes` are the sorted folder names, `labels` each image's class. */
+export function folderSource(dir: string, size: number, { sameClassesAs, subset }: FolderSourceOptions = {}): BatchSource & { classes: string[]; labels: number[] } {
+  const listing = listImageFolder(dir);
+  const { classes } = listing;
+  const samples = subset ? subset.map((i) => listing.samples[i]!) : listing.samples;
   if (sameClassesAs) checkSameClasses(sameClassesAs.classes, classes, sameClassesAs.dir, dir);
   if (!samples.length) throw new Error(`${dir}: no images found in class folders`);
   const toSquare = (t: Tensor): Tensor => centerCrop(size)(resize(size)(t));
   return {
     classes,
+    labels: samples.map(([, l]) => l),
     length: samples.length,
     async load(indices) {
       const picked = Array.from(indices, (i) => samples[i]!);

@@ -128,7 +128,7 @@ function cmykToRgb(cmyk: Uint8Array, pixels: number): Uint8Array {
  * Decodes an image file (or its bytes) to 8-bit RGB as PIL's Image.open(f).convert('RGB') does:
  * grey is replicated, alpha dropped, CMYK converted with PIL's formula; no EXIF rotation.
  */
-export async function decodeImage(input: string | Buffer): Promise<DecodedImage> {
+export async function decodeImage(input: string | Uint8Array): Promise<DecodedImage> {
   if (typeof input === 'string') input = await readFile(input); // one read serves both passes below
   const meta = await sharp(input).metadata();
   if (meta.space === 'cmyk') {

@@ -16,7 +16,7 @@ export interface DistEnv {
 }
 
 /** Reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; null when not launched distributed. */
-export function envFromTorchrun(env: NodeJS.ProcessEnv = process.env): DistEnv | null {
+export function envFromTorchrun(env: Record<string, string | undefined> = process.env): DistEnv | null {
   if (env.WORLD_SIZE === undefined || env.RANK === undefined) return null;
   const num = (k: string, dflt?: number): number => {
     const v = env[k] ?? (dflt === undefined ? undefined : String(dflt));
@@ -33,9 +33,12 @@ export function envFromTorchrun(env: NodeJS.ProcessEnv = process.env): DistEnv |
   };
 }
 
-/** Joins the process group (a TCPStore rendezvous at masterAddr:masterPort, then Gloo). */
+/**
+ * Joins the process group: a TCPStore rendezvous at masterAddr:masterPort, then Gloo, or NCCL
+ * (libtorch's ProcessGroupNCCL, CUDA builds) on CUDA device localRank, which becomes the current device.
+ */
 export function init(e: DistEnv, { backend = 'gloo', timeoutMs = 60_000 }: { backend?: 'gloo' | 'nccl'; timeoutMs?: number } = {}): void {
-  native.distInit(backend, e.rank, e.worldSize, e.masterAddr, e.masterPort, timeoutMs);
+  native.distInit(backend, e.rank, e.worldSize, e.masterAddr, e.masterPort, timeoutMs, e.localRank);
 }
 
 /** Whether init() has run in this process. */

@@ -5,7 +5,8 @@ import { CIFAR, CifarResNet, type CifarSpec } from '../models/cifar.ts';
 import { DenseNet } from '../models/densenet.ts';
 import type { CifarDenseNetSpec } from '../models/cifar-densenet.ts';
 import type { Module } from '../nn/module.ts';
-import type { Scale } from './recipe.ts';
+import type { ExperimentRecipe, Scale } from './recipe.ts';
+import { transfer } from './transfer.ts';
 
 /** One net an experiment trains. */
 export interface RunSpec {
@@ -21,6 +22,14 @@ export interface RunSpec {
   densenet?: CifarDenseNetSpec;
   /** What the finding compares: depth, residual, shortcut, cardinality, preact. */
   tags: Record<string, string | number | boolean>;
+  // Runs on part of the data, or starting from another run (the transfer experiment).
+  /** Train and test on these classes only (relabelled 0..k-1 in this order); with perClass, the first perClass training images of each. */
+  classes?: readonly number[];
+  perClass?: number;
+  /** Start from the final weights of this earlier run of the experiment (its id); the classifier is new when the classes differ. */
+  from?: string;
+  /** Recipe fields this run sets (freeze, lr, headLr, epochs, ...). */
+  recipe?: Partial<ExperimentRecipe>;
 }
 
 /** A trained run's numbers, as results.json holds them. */
@@ -40,6 +49,9 @@ export interface RunResult {
   testError: number;
   /** Seconds of training and evaluation (summed over resumed sessions and over the seeds). */
   wallTime: number;
+  /** Images the run trained and was tested on. */
+  trainImages: number;
+  testImages: number;
   /** Mean errors per epoch; with several seeds also their least and greatest. */
   curve: { epoch: number[]; trainError: number[]; testError: number[]; trainMin?: number[]; trainMax?: number[]; testMin?: number[]; testMax?: number[] };
   /** Each seed's final errors and time (one entry for a single seed). */
@@ -60,6 +72,8 @@ export interface Experiment {
   paper: string;
   runs(scale: Scale): RunSpec[];
   finding(runs: RunResult[], testImages: number): Finding;
+  /** The recipe in words, when the shared description does not fit (runs on other data). */
+  recipeText?(recipe: ExperimentRecipe, runs: RunResult[]): string;
 }
 
 /** Builds a run's net for the data's channels and classes. */
@@ -335,4 +349,4 @@ const densenet: Experiment = {
 };
 
 /** Every experiment by name, in the order `all` runs them. */
-export const EXPERIMENTS: Readonly<Record<string, Experiment>> = { degradation, shortcuts, cardinality, preact, densenet };
+export const EXPERIMENTS: Readonly<Record<string, Experiment>> = { degradation, shortcuts, cardinality, preact, densenet, transfer };

@@ -2,6 +2,7 @@
 // `quick` fits 2 CPU cores in minutes, `medium` trains on the whole training set with two seeds (degradation sized for
 // about 80 minutes on 2 CPU cores), `full` is the papers' CIFAR schedule (He et al. 2015 sec. 4.2) for a GPU.
 import type { Recipe } from '../train/recipe.ts';
+import { transferRecipe } from './transfer.ts';
 
 export type Scale = 'quick' | 'medium' | 'full';
 export type DataName = 'fashion-mnist' | 'cifar10';
@@ -20,6 +21,7 @@ export type ExperimentRecipe = Omit<Recipe, 'model' | 'data' | 'seed'>;
  * (the paper's 400 iterations for ResNet-110).
  */
 export function recipeFor(scale: Scale, data: DataName, experiment: string): ExperimentRecipe {
+  if (experiment === 'transfer') return transferRecipe(scale, data);
   const common = { batchSize: 128, evalBatchSize: 500, optimizer: 'sgd', lr: 0.1, momentum: 0.9, nesterov: false, decayNormAndBias: false, labelSmoothing: 0, cropPadding: data === 'cifar10' ? 4 : 2, syncBn: false } as const;
   if (scale === 'quick') {
     return {

@@ -8,7 +8,8 @@ import { writeFileAtomically } from '../io/atomic.ts';
 import { summary, type Summary } from '../models/summary.ts';
 import type { Module } from '../nn/module.ts';
 import type { Device } from '../tensor.ts';
-import { arrayData } from '../train/data.ts';
+import { selectClasses } from '../data/dataset.ts';
+import { arrayData, type TrainingData } from '../train/data.ts';
 import type { EpochRecord, MetricRecord } from '../train/metrics.ts';
 import { buildModel, buildTraining, type Recipe, type TrainingContext } from '../train/recipe.ts';
 import { RunFiles, runPaths } from '../train/run-files.ts';
@@ -64,10 +65,24 @@ export interface ExperimentResults {
 
 /** What a run directory must have been made with to be continued or reused. */
 function fingerprint(exp: Experiment, run: RunSpec, o: ExperimentOptions, seed: number): string {
-  const common = { data: o.data, recipe: o.recipe, seed };
+  // Undefined fields drop out of the JSON, so the runs of the other experiments keep their fingerprints.
+  const part = { classes: run.classes, perClass: run.perClass, from: run.from, runRecipe: run.recipe };
+  const common = { data: o.data, recipe: o.recipe, seed, ...part };
   if (run.densenet) return JSON.stringify({ experiment: exp.name, run: run.id, densenet: run.densenet, ...common }, null, 2) + '\n';
   const { block, ...spec } = run.spec!;
   return JSON.stringify({ experiment: exp.name, run: run.id, block: block.name, spec, shortcut: run.shortcut, ...common }, null, 2) + '\n';
+}
+
+/** A run's data (its classes and budget, when it names them) and recipe (with the weights of the same seed's run it starts from). */
+function runSetup(run: RunSpec, o: ExperimentOptions, expDir: string, whole: TrainingData, seed: number): { data: TrainingData; recipe: Recipe } {
+  const data = run.classes ? arrayData(selectClasses(o.train, run.classes, run.perClass), selectClasses(o.test, run.classes)) : whole;
+  const recipe: Recipe = { ...o.recipe, ...run.recipe, model: run.id, data: o.data, seed };
+  if (run.from !== undefined) {
+    const from = runPaths(runDir(expDir, run.from, seed, o.seeds));
+    if (!existsSync(from.summary)) throw new Error(`${run.id} starts from ${run.from}, which has not finished (no ${from.summary})`);
+    recipe.weights = from.checkpoint;
+  }
+  return { data, recipe };
 }
 
 /** The per-epoch train and test errors of a run. */
@@ -90,7 +105,7 @@ function curvesOf(curves: RunResult['curve'][]): RunResult['curve'] {
 }
 
 /** The directory of a net's run with a seed: DIR/<experiment>/<run>, or <run>-seed<s> when there are several seeds. */
-const runDir = (expDir: string, run: RunSpec, seed: number, seeds: number[]): string => join(expDir, seeds.length > 1 ? `${run.id}-seed${seed}` : run.id);
+const runDir = (expDir: string, id: string, seed: number, seeds: number[]): string => join(expDir, seeds.length > 1 ? `${id}-seed${seed}` : id);
 
 /** Trains (or reads back) every run of an experiment; returns undefined when stopped by shouldStop. */
 export async function runExperiment(exp: Experiment, o: ExperimentOptions): Promise<ExperimentResults | undefined> {
@@ -101,7 +116,7 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
   const runs = exp.runs(o.scale);
   const expDir = join(o.outDir, exp.name);
   const results: RunResult[] = [];
-  const jobs = runs.flatMap((run) => o.seeds.map((seed) => ({ run, seed, dir: runDir(expDir, run, seed, o.seeds) })));
+  const jobs = runs.flatMap((run) => o.seeds.map((seed) => ({ run, seed, dir: runDir(expDir, run.id, seed, o.seeds) })));
   // Refuse a mismatched directory before any training starts.
   for (const { run, seed, dir } of jobs) {
     const path = join(dir, 'run.json');
@@ -113,18 +128,20 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
   const size = (model: Module): Summary => summary(model, [1, channels, h, w], { depth: 0 });
   for (const [i, run] of runs.entries()) {
     let s: Summary | undefined;
+    let sizes: { trainImages: number; testImages: number } | undefined;
     const done: { seed: number; summary: RunSummary; history: readonly MetricRecord[] }[] = [];
     for (const seed of o.seeds) {
-      const dir = runDir(expDir, run, seed, o.seeds);
+      const dir = runDir(expDir, run.id, seed, o.seeds);
       mkdirSync(dir, { recursive: true });
       writeFileAtomically(join(dir, 'run.json'), fingerprint(exp, run, o, seed));
-      const recipe: Recipe = { ...o.recipe, model: run.id, data: o.data, seed };
+      const { data: runData, recipe } = runSetup(run, o, expDir, data, seed);
+      sizes ??= { trainImages: Math.min(runData.train.length, recipe.limitTrain ?? Infinity), testImages: Math.min(runData.test.length, recipe.limitTest ?? Infinity) };
       const ctx: TrainingContext = { device: o.device, channelsLast: o.channelsLast, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
       const paths = runPaths(dir);
       const tag = `[${exp.name} ${i + 1}/${runs.length}] ${run.id}${o.seeds.length > 1 ? ` seed ${seed}` : ''}`;
       if (!existsSync(paths.summary)) {
         const resuming = existsSync(paths.checkpoint);
-        const t = buildTraining(recipe, data, ctx);
+        const t = buildTraining(recipe, runData, ctx);
         s ??= size(t.model);
         o.log(`${tag}: ${resuming ? 'resuming' : 'training'} (${run.model}; ${s.totalParams.toLocaleString('en-US')} params, ${(s.totalMultAdds / 1e6).toFixed(2)} M mult-adds)`);
         const r = await fit({
@@ -133,7 +150,7 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
         if (r.interrupted) return undefined;
         done.push({ seed, ...r });
       } else {
-        s ??= size(buildModel(recipe, data, ctx));
+        s ??= size(buildModel(recipe, runData, ctx));
         o.log(`${tag}: finished earlier, reading ${paths.summary}`);
         done.push({ seed, ...RunFiles.readFinished(dir) });
       }
@@ -142,12 +159,12 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
     results.push({
       id: run.id, label: run.label, model: run.model, tags: run.tags, params: s!.totalParams, multAdds: s!.totalMultAdds, epochs: done[0]!.summary.epochs,
       trainError: mean(seeds.map((x) => x.trainError)), testError: mean(seeds.map((x) => x.testError)),
-      wallTime: Number(seeds.reduce((a, x) => a + x.wallTime, 0).toFixed(2)), curve: curvesOf(done.map((d) => curveOf(d.history))), seeds,
+      wallTime: Number(seeds.reduce((a, x) => a + x.wallTime, 0).toFixed(2)), curve: curvesOf(done.map((d) => curveOf(d.history))), seeds, ...sizes!,
     });
   }
   return {
     experiment: exp.name, title: exp.title, paper: exp.paper, scale: o.scale, data: o.data, recipe: o.recipe,
-    recipeText: describeRecipe(o.recipe, trainImages, testImages), trainImages, testImages, seeds: o.seeds,
+    recipeText: exp.recipeText?.(o.recipe, results) ?? describeRecipe(o.recipe, trainImages, testImages), trainImages, testImages, seeds: o.seeds,
     hardware: o.hardware, date: new Date().toISOString(), wallTime: Number(results.reduce((a, x) => a + x.wallTime, 0).toFixed(2)),
     runs: results, finding: exp.finding(results, testImages),
   };

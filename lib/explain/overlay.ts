@@ -28,6 +28,11 @@ export function overlayHeatmap(image: RgbImage, map: ArrayLike<number>, alpha = 
   return { data: out, width, height };
 }
 
+/** An RGB image encoded as PNG. */
+export function encodePng(image: RgbImage): Promise<Uint8Array> {
+  return sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
+}
+
 /** Writes an RGB image as a PNG file. */
 export async function writePng(path: string, image: RgbImage): Promise<void> {
   await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toFile(path);

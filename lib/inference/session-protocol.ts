@@ -19,12 +19,14 @@ export interface LoadMessage {
   crop: number;
 }
 
-/** One unit of work: a forward on parked input, or classify on images. */
-export type Job = { type: 'run'; token: number } | { type: 'classify'; images: WireImage[]; k: number };
+/** One unit of work: a forward on parked input, classify on images, or a Grad-CAM of one image. */
+export type Job = { type: 'run'; token: number } | { type: 'classify'; images: WireImage[]; k: number } |
+  { type: 'explain'; image: WireImage; classIndex?: number; layer?: string };
 
 /** What a Worker answers. */
 export type Reply =
   | { type: 'ready' }
   | { type: 'tensor'; token: number }
   | { type: 'top'; classes: number; k: number; indices: number[]; probabilities: number[] }
+  | { type: 'cam'; classes: number; index: number; size: number; cam: Float32Array; png: Uint8Array }
   | { type: 'error'; name: string; message: string };

@@ -11,6 +11,9 @@ import type { Module } from '../nn/module.ts';
 import { autocast, noGrad, tidy, Tensor, type Device } from '../tensor.ts';
 import type { Job, LoadMessage, Reply, WireImage } from './session-protocol.ts';
 import { rebuild } from './session-transfer.ts';
+import { explainImage } from '../explain/image.ts';
+import { encodePng } from '../explain/overlay.ts';
+import { classifier } from '../models/weights.ts';
 
 const port = parentPort!;
 let model: Module | undefined;
@@ -31,15 +34,19 @@ function forward(x: Tensor): Tensor {
 
 const isDecoded = (im: WireImage): im is DecodedImage => !ArrayBuffer.isView(im) && !(im instanceof ArrayBuffer);
 
-async function classify(images: WireImage[], k: number): Promise<Reply> {
-  const decoded = await Promise.all(images.map(async (im, i) => {
+async function decodeAll(images: WireImage[], what: string): Promise<DecodedImage[]> {
+  return Promise.all(images.map(async (im, i) => {
     if (isDecoded(im)) return im;
     try {
       return await decodeImage(ArrayBuffer.isView(im) ? Buffer.from(im.buffer, im.byteOffset, im.byteLength) : Buffer.from(im));
     } catch (e) {
-      throw new Error(`classify: image ${i} cannot be decoded: ${(e as Error).message}`);
+      throw new Error(`${what}: image ${i} cannot be decoded: ${(e as Error).message}`);
     }
   }));
+}
+
+async function classify(images: WireImage[], k: number): Promise<Reply> {
+  const decoded = await decodeAll(images, 'classify');
   return tidy(() => {
     const x = imagenet.evalBatch(decoded, { resize: config.resize, crop: config.crop, device: config.device as Device });
     const logits = forward(x);
@@ -61,8 +68,22 @@ function run(token: number): Reply {
   return { type: 'tensor', token: out };
 }
 
+// Grad-CAM runs a backward from the class score to the layer's activations, in float32; the parameters are this
+// thread's own detached aliases (see load), so neither their requiresGrad nor any gradient reaches the caller's.
+async function explain(job: Extract<Job, { type: 'explain' }>): Promise<Reply> {
+  const [img] = await decodeAll([job.image], 'explain');
+  const classes = classifier(model!)?.[1].outFeatures;
+  if (job.classIndex !== undefined && classes !== undefined && job.classIndex >= classes) {
+    throw new RangeError(`explain: classIndex must be an integer from 0 to ${classes - 1}; got ${job.classIndex}`);
+  }
+  const { classIndex, cam, overlay } = explainImage(model!, img!, { resize: config.resize, crop: config.crop, layer: job.layer, classIndex: job.classIndex, device: config.device as Device });
+  const png = await encodePng(overlay);
+  return { type: 'cam', classes: classes ?? 0, index: classIndex, size: config.crop, cam, png: new Uint8Array(png.buffer, png.byteOffset, png.byteLength) };
+}
+
 async function handle(job: Job): Promise<Reply> {
   if (job.type === 'run') return run(job.token);
+  if (job.type === 'explain') return explain(job);
   return classify(job.images, job.k);
 }
 
@@ -73,7 +94,13 @@ port.on('message', (m: LoadMessage | Job | { type: 'close' }) => {
       native.setGradEnabled(false); // thread-local: this thread never records autograd graphs
       setNumThreads(m.threads);
       void Promise.all(m.urls.map((u) => import(u))).then(() => {
-        const tensors = native.adoptTensors(m.token).map((h) => new Tensor(h));
+        // Detached aliases: the same storages (no copy), but requiresGrad and .grad of this thread's own.
+        const tensors = native.adoptTensors(m.token).map((h) => {
+          const shared = new Tensor(h);
+          const alias = shared.detach();
+          shared.dispose();
+          return alias;
+        });
         model = rebuild(m.root, tensors).eval();
         port.postMessage({ type: 'ready' } satisfies Reply);
       }).catch((e: Error) => port.postMessage({ type: 'error', name: e.name, message: e.message } satisfies Reply));

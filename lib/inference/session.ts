@@ -48,6 +48,18 @@ export interface Prediction {
   probability: number;
 }
 
+/** A Grad-CAM from explain(): the class explained, its map over the crop the model saw, and that overlay as PNG. */
+export interface Explanation {
+  index: number;
+  label: string;
+  /** Side of the square crop (the session's crop). */
+  size: number;
+  /** [size × size] row-major, 0..1. */
+  cam: Float32Array;
+  /** The crop with the jet-coloured map blended over it, PNG-encoded. */
+  png: Uint8Array;
+}
+
 /** An image for classify(): decoded RGB (HWC bytes) or an encoded JPEG/PNG/WebP file's bytes. */
 export type ImageInput = DecodedImage | Uint8Array | ArrayBuffer;
 
@@ -150,6 +162,24 @@ export class InferenceSession {
       const index = r.indices[i * r.k + j]!;
       return { index, wnid: r.classes === 1000 && names === imagenet.IMAGENET_CATEGORIES ? imagenet.IMAGENET_WNIDS[index]! : null, label: names[index] ?? `class ${index}`, probability: r.probabilities[i * r.k + j]! };
     }));
+  }
+
+  /**
+   * Grad-CAM of one image (explain.gradCam on the Worker, the same eval preprocessing as classify): the class
+   * `classIndex` (default the top one) at `layer` (default the last stage). A class out of range is a RangeError.
+   */
+  async explain(image: ImageInput, { classIndex, layer }: { classIndex?: number; layer?: string } = {}): Promise<Explanation> {
+    const bytes = ArrayBuffer.isView(image) || image instanceof ArrayBuffer;
+    if (!bytes && !(image && typeof image === 'object' && ArrayBuffer.isView((image as DecodedImage).data))) {
+      throw new TypeError('InferenceSession.explain: the image must be encoded bytes or { data, width, height }');
+    }
+    if (classIndex !== undefined && (!Number.isInteger(classIndex) || classIndex < 0)) throw new TypeError(`InferenceSession.explain: classIndex must be a non-negative integer; got ${String(classIndex)}`);
+    if (layer !== undefined && typeof layer !== 'string') throw new TypeError('InferenceSession.explain: layer must be a dotted module path');
+    const refused = this.refusal('explain');
+    if (refused) throw refused;
+    const r = await this.submit({ type: 'explain', image: image as WireImage, classIndex, layer });
+    if (r.type !== 'cam') throw new Error(`InferenceSession.explain: unexpected reply ${r.type}`);
+    return { index: r.index, label: this.labels(r.classes)[r.index] ?? `class ${r.index}`, size: r.size, cam: r.cam, png: r.png };
   }
 
   /** Waits for queued and running work, then ends the Workers; later calls reject. */

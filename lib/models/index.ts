@@ -15,7 +15,7 @@ export { densenet_bc_100_k12, densenet_bc_250_k24, densenet_bc_190_k40, type Cif
 export { BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ZeroPadShortcut, type BlockOptions } from './blocks.ts';
 export { list, create, family, weights, type ModelOptions, type PretrainedOptions } from './registry.ts';
 export {
-  findWeights, weightsForFile, resolveWeights, readStateDict, loadPretrained, classifier,
-  type Weights, type WeightsSpec, type EvalTransforms, type ResolvedWeights, type FetchWeightsOptions,
+  findWeights, weightsForFile, resolveWeights, resolveLocalWeights, readStateDict, loadPretrained, applyWeights, classifier,
+  type Weights, type WeightsSpec, type EvalTransforms, type ResolvedWeights, type FetchWeightsOptions, type ApplyWeightsOptions,
 } from './weights.ts';
 export { summary, type Summary, type SummaryRow } from './summary.ts';

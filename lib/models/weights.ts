@@ -1,8 +1,9 @@
 // Pretrained weights as data (torchvision's Weights enums, generated into weights-table.ts) and loading
 // them: a registry name, 'DEFAULT', a file, or { url, sha256 } — downloaded into torch.hub's cache.
 import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
-import { download, type DownloadOptions } from '../hub/index.ts';
+import { basename, join } from 'node:path';
+import { checkpointsDir, download, type DownloadOptions } from '../hub/index.ts';
+import { checkpointInfo, checkpointWeights } from '../io/checkpoint-file.ts';
 import { loadPth } from '../io/pth.ts';
 import { loadSafetensors } from '../io/safetensors.ts';
 import { Linear } from '../nn/layers.ts';
@@ -55,6 +56,19 @@ export interface ResolvedWeights {
   path: string;
   entry?: Weights;
   label: string;
+  /** Class names by output index: the entry's categories, or those a resnet-ts checkpoint recorded. */
+  categories?: readonly string[];
+  /** A resnet-ts checkpoint's eval preset (image-folder runs) and the net it was trained as. */
+  transforms?: { resize: number; crop: number; mean: readonly number[]; std: readonly number[] };
+  model?: string;
+}
+
+/** A local file's weights: a resnet-ts checkpoint's record of its classes and eval preset, or torchvision's entry by file name. */
+function fileWeights(path: string, label: string): ResolvedWeights {
+  const info = checkpointInfo(path);
+  if (info) return { path, label, categories: info.classes, transforms: info.transforms, model: info.model };
+  const entry = weightsForFile(path);
+  return { path, entry, label, categories: entry?.categories };
 }
 
 /** The published weights of a model (none for models torchvision does not have). */
@@ -82,24 +96,51 @@ const isEntry = (s: WeightsSpec): s is Weights => typeof s === 'object' && s !==
 export async function resolveWeights(model: string, spec: WeightsSpec, o: FetchWeightsOptions = {}): Promise<ResolvedWeights> {
   if (isEntry(spec)) {
     if (spec.model !== model) throw new Error(`${spec.enum}.${spec.name} are weights for ${spec.model}, not ${model}`);
-    return { path: await download(spec.url, { ...o, sha256: spec.sha256Prefix }), entry: spec, label: `${spec.enum}.${spec.name}` };
+    return { path: await download(spec.url, { ...o, sha256: spec.sha256Prefix }), entry: spec, label: `${spec.enum}.${spec.name}`, categories: spec.categories };
   }
   if (typeof spec === 'object' && spec !== null && typeof spec.url === 'string') {
     const path = await download(spec.url, { ...o, sha256: spec.sha256 });
-    return { path, entry: weightsForFile(spec.url), label: spec.url };
+    const entry = weightsForFile(spec.url);
+    return { path, entry, label: spec.url, categories: entry?.categories };
   }
   if (typeof spec !== 'string' || spec === '') throw new TypeError(`${model}: weights must be a name, a file path or { url, sha256 }; got ${String(spec)}`);
   const entry = findWeights(model, spec);
   if (entry) return resolveWeights(model, entry, o);
   if (/^https?:\/\//.test(spec)) return resolveWeights(model, { url: spec }, o);
-  if (existsSync(spec)) return { path: spec, entry: weightsForFile(spec), label: spec };
-  const names = weightsOf(model).map((w) => w.name);
-  throw new Error(`${model}: weights '${spec}' are neither a file nor one of its published weights (${names.length ? [...names, 'DEFAULT'].join(', ') : 'it has none'})`);
+  if (existsSync(spec)) return fileWeights(spec, spec);
+  throw notFound(model, spec);
 }
 
-/** Reads a state dict (.safetensors by extension, else torch.save's .pth) with torchvision's key fixes and DDP's 'module.' prefix dropped. */
+function notFound(model: string, spec: string): Error {
+  const names = weightsOf(model).map((w) => w.name);
+  return new Error(`${model}: weights '${spec}' are neither a file nor one of its published weights (${names.length ? [...names, 'DEFAULT'].join(', ') : 'it has none'})`);
+}
+
+/**
+ * resolveWeights without downloading: a file, or an entry or URL whose file is already in torch.hub's cache
+ * (otherwise an Error saying where to put it, or to fetch it first with resolveWeights).
+ */
+export function resolveLocalWeights(model: string, spec: string): ResolvedWeights {
+  const entry = findWeights(model, spec);
+  const url = entry?.url ?? (/^https?:\/\//.test(spec) ? spec : undefined);
+  if (url === undefined) {
+    if (existsSync(spec)) return fileWeights(spec, spec);
+    throw notFound(model, spec);
+  }
+  const path = join(checkpointsDir(), entry?.fileName ?? basename(new URL(url).pathname));
+  const label = entry ? `${entry.enum}.${entry.name}` : url;
+  if (!existsSync(path)) throw new Error(`${model}: weights ${label} are not downloaded yet (expected at ${path}); fetch them first (models.resolveWeights, or train.fetchWeights for a recipe)`);
+  const known = entry ?? weightsForFile(url);
+  return { path, entry: known, label, categories: known?.categories };
+}
+
+/**
+ * Reads a state dict (.safetensors by extension, else torch.save's .pth) with torchvision's key fixes and DDP's
+ * 'module.' prefix dropped; of a resnet-ts checkpoint, the verified model part.
+ */
 export function readStateDict(path: string): Record<string, Tensor> {
-  const sd = path.toLowerCase().endsWith('.safetensors') ? loadSafetensors(path) : loadPth(path);
+  const safetensors = path.toLowerCase().endsWith('.safetensors');
+  const sd = safetensors ? (checkpointInfo(path) ? checkpointWeights(path).stateDict : loadSafetensors(path)) : loadPth(path);
   const keys = Object.keys(sd);
   const ddp = keys.length > 0 && keys.every((k) => k.startsWith('module.'));
   const out: Record<string, Tensor> = {};
@@ -119,13 +160,21 @@ function setModule(model: Module, path: string, m: Module): void {
   parent.setChild(path.slice(dot + 1), m);
 }
 
+/** Options of applyWeights: the classes the model is built for, and a log line's destination. */
+export interface ApplyWeightsOptions extends Pick<FetchWeightsOptions, 'log'> {
+  /** The classifier size asked for: weights with another keep everything but the classifier, which stays freshly initialised. */
+  numClasses?: number;
+  /** Keep the fresh classifier even when the weights' has the same size (the weights are for other classes). */
+  freshHead?: boolean;
+}
+
 /**
- * Loads weights into a freshly built model (timm's pretrained loading). With `numClasses` asked for and a
- * classifier of another size in the weights, everything but the classifier is loaded and one line says so;
- * without it, the classifier takes the size the weights have.
+ * Loads weights found on disk into a freshly built model (timm's pretrained loading). With `numClasses` asked for and
+ * a classifier of another size in the weights (or `freshHead`), everything but the classifier is loaded and one line
+ * says so; without either, the classifier takes the size the weights have. Returns whether the weights' classifier
+ * was loaded ('loaded'), left freshly initialised ('fresh'), or there was none to load ('none').
  */
-export async function loadPretrained(model: Module, name: string, spec: WeightsSpec, o: FetchWeightsOptions & { numClasses?: number } = {}): Promise<ResolvedWeights> {
-  const resolved = await resolveWeights(name, spec, o);
+export function applyWeights(model: Module, name: string, resolved: ResolvedWeights, o: ApplyWeightsOptions = {}): 'loaded' | 'fresh' | 'none' {
   let sd: Record<string, Tensor>;
   try {
     sd = readStateDict(resolved.path);
@@ -136,15 +185,18 @@ export async function loadPretrained(model: Module, name: string, spec: WeightsS
     const head = classifier(model);
     const rows = head ? sd[`${head[0]}.weight`]?.shape[0] : undefined;
     let toLoad = sd;
-    if (head && rows !== undefined && rows !== head[1].outFeatures) {
+    let outcome: 'loaded' | 'fresh' | 'none' = head && rows !== undefined ? 'loaded' : 'none';
+    if (head && rows !== undefined && (rows !== head[1].outFeatures || o.freshHead)) {
       const [path, lin] = head;
-      if (o.numClasses === undefined) {
+      if (o.numClasses === undefined && !o.freshHead) {
         setModule(model, path, new Linear(lin.inFeatures, rows, { bias: lin.bias !== null }));
       } else {
         // The head keeps its fresh init: its own tensors stand in for the checkpoint's, so strict loading still checks the rest.
         toLoad = { ...sd, ...Object.fromEntries(Object.entries(lin.stateDict()).map(([k, t]) => [`${path}.${k}`, t])) };
         const log = o.log === false ? undefined : (o.log ?? ((line: string) => process.stderr.write(`${line}\n`)));
-        log?.(`${name}: loaded ${resolved.label} except the classifier ${path} (${rows} classes in the weights, ${lin.outFeatures} asked for: initialised afresh)`);
+        const why = rows !== lin.outFeatures ? `${rows} classes in the weights, ${lin.outFeatures} asked for` : 'the weights are for other classes';
+        log?.(`${name}: loaded ${resolved.label} except the classifier ${path} (${why}: initialised afresh)`);
+        outcome = 'fresh';
       }
     }
     try {
@@ -152,8 +204,15 @@ export async function loadPretrained(model: Module, name: string, spec: WeightsS
     } catch (e) {
       throw new Error(`weights ${resolved.label} do not match ${name}: ${(e as Error).message}`);
     }
+    return outcome;
   } finally {
     dispose(sd);
   }
+}
+
+/** Downloads (when needed) and loads weights into a freshly built model; see applyWeights. */
+export async function loadPretrained(model: Module, name: string, spec: WeightsSpec, o: FetchWeightsOptions & { numClasses?: number } = {}): Promise<ResolvedWeights> {
+  const resolved = await resolveWeights(name, spec, o);
+  applyWeights(model, name, resolved, o);
   return resolved;
 }

@@ -14,7 +14,7 @@ export class HttpError extends Error {
 const FORMATS = new Set(['jpeg', 'png', 'webp']);
 
 /** Format and size from the header: 415 for what is not a JPEG, PNG or WebP, 413 above maxPixels. */
-export async function probe(bytes: Buffer, maxPixels: number, what: string): Promise<{ width: number; height: number }> {
+export async function probe(bytes: Uint8Array, maxPixels: number, what: string): Promise<{ width: number; height: number }> {
   if (!bytes.length) throw new HttpError(400, `${what} is empty`);
   let meta: Metadata;
   try {
@@ -33,7 +33,7 @@ export async function probe(bytes: Buffer, maxPixels: number, what: string): Pro
 }
 
 /** Decodes probed bytes to 8-bit RGB; a truncated or corrupt image is a 400. */
-export async function decode(bytes: Buffer, what: string): Promise<DecodedImage> {
+export async function decode(bytes: Uint8Array, what: string): Promise<DecodedImage> {
   try {
     return await decodeImage(bytes);
   } catch (e) {

@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { DecodedImage } from '../data/index.ts';
-import type { InferenceSession, Prediction } from '../inference/index.ts';
+import type { Explanation, InferenceSession, Prediction } from '../inference/index.ts';
 import { Batcher, QueueFullError } from './batcher.ts';
 import { readBody, uploads } from './body.ts';
 import { HttpError, decode, probe } from './decode.ts';
@@ -34,16 +34,18 @@ export interface ServerOptions {
   keepSession?: boolean;
 }
 
-const ROUTES: Record<string, string[]> = { '/': ['GET', 'HEAD'], '/healthz': ['GET', 'HEAD'], '/metrics': ['GET', 'HEAD'], '/v1/classify': ['POST'] };
+const ROUTES: Record<string, string[]> = { '/': ['GET', 'HEAD'], '/healthz': ['GET', 'HEAD'], '/metrics': ['GET', 'HEAD'], '/v1/classify': ['POST'], '/v1/explain': ['POST'] };
 const RETRY_AFTER_S = '1';
 
 /** One serving endpoint: an http.Server with its batcher and metrics. */
 export class ClassifyServer {
-  readonly http: Server;
+  /** Node's http.Server underneath (private: the published types carry no Node types). */
+  private readonly http: Server;
   readonly metrics: ServeMetrics;
   readonly batcher: Batcher;
   private readonly o: Required<Omit<ServerOptions, 'numClasses'>> & { numClasses?: number };
   private inFlight = 0;
+  private explaining = 0;
   private decodedBytes = 0;
   private closing: Promise<void> | undefined;
   private quiet: (() => void)[] = [];
@@ -100,7 +102,7 @@ export class ClassifyServer {
     const route = Object.hasOwn(ROUTES, url.pathname) ? url.pathname : 'other';
     let status = 500;
     try {
-      if (route === 'other') throw new HttpError(404, `no route ${url.pathname}; try POST /v1/classify, GET /, /healthz or /metrics`);
+      if (route === 'other') throw new HttpError(404, `no route ${url.pathname}; try POST /v1/classify, POST /v1/explain, GET /, /healthz or /metrics`);
       if (!ROUTES[route]!.includes(req.method ?? '')) {
         throw new HttpError(405, `${req.method} is not allowed on ${route}; use ${ROUTES[route]!.join(' or ')}`, { allow: ROUTES[route]!.join(', ') });
       }
@@ -113,6 +115,12 @@ export class ClassifyServer {
         return this.send(res, broken ? 503 : 200, JSON.stringify(health), { 'content-type': 'application/json' });
       }
       if (route === '/metrics') return this.send(res, 200, await this.metrics.registry.metrics(), { 'content-type': this.metrics.registry.contentType });
+      if (route === '/v1/explain') {
+        const cam = await this.explain(req, url);
+        return this.send(res, 200, cam.png, {
+          'content-type': 'image/png', 'x-class-index': String(cam.index), 'x-class-label': encodeURIComponent(cam.label), 'x-cam-size': String(cam.size),
+        });
+      }
       const body = await this.classify(req, url, t0);
       return this.send(res, 200, JSON.stringify(body), { 'content-type': 'application/json' });
     } catch (e) {
@@ -157,8 +165,42 @@ export class ClassifyServer {
     }
   }
 
+  // A Grad-CAM needs a backward, so it does not join the classify batches: it goes to the session as a job of its own.
+  private async explain(req: IncomingMessage, url: URL): Promise<Explanation> {
+    const raw = url.searchParams.get('class');
+    const max = this.o.numClasses ?? 1000;
+    if (raw !== null && (!/^\d+$/.test(raw) || Number(raw) >= max)) throw new HttpError(400, `class must be an integer from 0 to ${max - 1}; got ${JSON.stringify(raw)}`);
+    this.inFlight++;
+    let held = 0;
+    try {
+      const files = await uploads(await readBody(req, this.o.maxBody), req.headers['content-type']);
+      if (files.length !== 1) throw new HttpError(400, `explain takes one image; got ${files.length}`);
+      const what = files[0]!.name === 'body' ? 'the body' : `file 1 (${files[0]!.name})`;
+      const { width, height } = await probe(files[0]!.bytes, this.o.maxPixels, what);
+      if (this.explaining + this.batcher.depth >= this.o.queue) throw busy(`the queue is full (${this.batcher.depth + this.explaining} of ${this.o.queue} images waiting)`);
+      held = width * height * 3;
+      if (this.decodedBytes + held > this.o.maxDecodedBytes && this.decodedBytes > 0) {
+        held = 0;
+        throw busy('too many decoded pixels are held; try again shortly');
+      }
+      this.decodedBytes += held;
+      const image = await decode(files[0]!.bytes, what);
+      this.explaining++;
+      try {
+        return await this.o.session.explain(image, { classIndex: raw === null ? undefined : Number(raw) });
+      } catch (e) {
+        throw e instanceof RangeError ? new HttpError(400, e.message) : e;
+      } finally {
+        this.explaining--;
+      }
+    } finally {
+      this.decodedBytes -= held;
+      if (--this.inFlight === 0) for (const f of this.quiet.splice(0)) f();
+    }
+  }
+
   // While closing, every response ends its connection, so no keep-alive client holds the server open.
-  private send(res: ServerResponse, status: number, body: string, headers: Record<string, string>): void {
+  private send(res: ServerResponse, status: number, body: string | Uint8Array, headers: Record<string, string>): void {
     if (res.headersSent) return;
     res.writeHead(status, { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...headers, ...(this.closing ? { connection: 'close' } : {}) });
     res.end(body);

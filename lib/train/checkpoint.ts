@@ -2,17 +2,17 @@
 // atomically (temp file, fsync, rename), with a SHA-256 over the metadata and every tensor. Reading
 // verifies the file and checks every part against the model and optimizer it is meant for before
 // anything is applied, so a refused checkpoint changes nothing.
-import { createHash } from 'node:crypto';
 import { Tensor, dispose } from '../tensor.ts';
 import { getRngState, setRngState } from '../creation.ts';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../io/safetensors.ts';
+import { CHECKPOINT_FORMAT as FORMAT, checkpointChecksum as checksum, type CheckpointInfo } from '../io/checkpoint-file.ts';
 import type { Module } from '../nn/module.ts';
 import type { Optimizer, OptimizerState } from '../optim/optimizer.ts';
 import type { MetricRecord } from './metrics.ts';
 import type { Recipe } from './recipe.ts';
 
-// Format 1 hashed the tensors only, so its metadata (epoch, learning rates) could change unnoticed.
-const FORMAT = 'resnet-ts-checkpoint/2';
+export { checkpointInfo, checkpointWeights, type CheckpointInfo } from '../io/checkpoint-file.ts';
+
 
 /** Everything besides tensors that a resumed run needs (JSON). */
 export interface TrainState {
@@ -49,6 +49,7 @@ export interface RunState {
 interface Meta {
   state: TrainState;
   optimizer: OptimizerState['meta'];
+  info?: CheckpointInfo;
 }
 
 /** A verified checkpoint, not yet applied: apply() restores it, dispose() drops it. */
@@ -60,19 +61,8 @@ export interface CheckedCheckpoint {
   dispose(): void;
 }
 
-function checksum(format: string, meta: string, tensors: Record<string, Tensor>): string {
-  const h = createHash('sha256');
-  h.update(`${format}|${meta.length}|${meta}|`);
-  for (const k of Object.keys(tensors).sort()) {
-    const t = tensors[k]!;
-    h.update(`${k}|${t.dtype}|${t.shape.join(',')}|`);
-    h.update(t.toBytes());
-  }
-  return h.digest('hex');
-}
-
 /** Writes a checkpoint atomically (with a weight average, its tensors as ema.*); a crash mid-write leaves the previous file intact. */
-export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, ema?: Module): void {
+export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, info?: CheckpointInfo, ema?: Module): void {
   const tensors: Record<string, Tensor> = {};
   for (const [k, t] of Object.entries(model.stateDict())) tensors[`model.${k}`] = t;
   if (ema) for (const [k, t] of Object.entries(ema.stateDict())) tensors[`ema.${k}`] = t;
@@ -81,7 +71,7 @@ export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer
   const rng = getRngState();
   tensors['rng.cpu'] = rng;
   try {
-    const meta = JSON.stringify({ state, optimizer: opt.meta } satisfies Meta);
+    const meta = JSON.stringify({ state, optimizer: opt.meta, ...(info ? { info } : {}) } satisfies Meta);
     saveSafetensors(path, tensors, { format: FORMAT, meta, sha256: checksum(FORMAT, meta, tensors) });
   } finally {
     rng.dispose();

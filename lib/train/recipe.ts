@@ -10,12 +10,14 @@ import { create, family } from '../models/registry.ts';
 import type { Module } from '../nn/module.ts';
 import { AdamW } from '../optim/adamw.ts';
 import { noDecayOnNormAndBias } from '../optim/groups.ts';
-import type { Optimizer } from '../optim/optimizer.ts';
+import type { Optimizer, ParamGroup } from '../optim/optimizer.ts';
 import { LRScheduler, constant, cosine, multiStep, oneCycle, warmup, type LrFn } from '../optim/schedule.ts';
 import { SGD } from '../optim/sgd.ts';
 import type { Device, Tensor } from '../tensor.ts';
 import { randomErasing } from '../data/random-erasing.ts';
 import type { TrainingData } from './data.ts';
+import type { CheckpointInfo } from './checkpoint.ts';
+import { applyFreeze, headParams, loadRecipeWeights, type FreezeSpec } from './transfer.ts';
 import { ModelEma } from './ema.ts';
 import { ttaForward } from './tta.ts';
 
@@ -58,6 +60,15 @@ export interface Recipe {
   amp?: Amp;
   /** Data-parallel: BatchNorm statistics over the global batch. */
   syncBn: boolean;
+  // Transfer learning (lib/train/transfer.ts).
+  /** Start from these weights: a published name (IMAGENET1K_V2, DEFAULT), a .pth/.safetensors file or a resnet-ts checkpoint. */
+  weights?: string;
+  /** What stays fixed: none (the default), backbone (all but the classifier), stages:N (the stem and the first N stages). */
+  freeze?: FreezeSpec;
+  /** The classifier's learning rate (its own parameter groups, scheduled like the rest); default lr. */
+  headLr?: number;
+  /** A folder without val/: the fraction of each class held out for testing (seeded by seed). */
+  valSplit?: number;
   // The pieces `train --recipe best` adds (lib/train/presets.ts); each is off when absent.
   /** torchvision's RandomErasing with this probability per training image, after normalisation (the box becomes the mean pixel). */
   randomErasing?: number;
@@ -104,13 +115,15 @@ export interface Training {
   clipGradNorm?: number;
   amp?: Amp;
   recipe: Recipe;
+  /** What the checkpoint records for inference: the classes and, for folders, the eval preset. */
+  info: CheckpointInfo;
   /** The weight average fit() updates after each step and evaluates (recipe.emaDecay). */
   ema?: ModelEma;
   /** What evaluation scores when it is not the plain forward (recipe.tta). */
   evalForward?: (x: Tensor) => Tensor;
 }
 
-/** The recipe's net for the data's channels and classes, seeded and on the device. */
+/** The recipe's net for the data's channels and classes, seeded, with its weights loaded and its freeze applied, on the device. */
 export function buildModel(r: Recipe, data: Pick<TrainingData, 'channels' | 'classes'>, ctx: Pick<TrainingContext, 'device' | 'build'>): Module {
   manualSeed(r.seed);
   const opts = { inChannels: data.channels, numClasses: data.classes.length };
@@ -123,12 +136,20 @@ export function buildModel(r: Recipe, data: Pick<TrainingData, 'channels' | 'cla
   if (!ctx.build && family(r.model) === 'imagenet' && data.channels !== 3) {
     throw new RecipeError('model', `${r.model} expects 3-channel images; use a CIFAR-family model (e.g. resnet20) for ${r.data}`);
   }
+  loadRecipeWeights(r, model, data.classes);
+  applyFreeze(model, r.freeze);
   return model.to(ctx.device);
 }
 
+// Frozen parameters stay out; the classifier's get groups of their own when the recipe has a headLr.
 function optimizerOf(r: Recipe, model: Module): Optimizer<{ lr: number }> {
-  const named = model.namedParameters();
-  const groups = r.decayNormAndBias ? [{ params: named.map(([, p]) => p) }] : noDecayOnNormAndBias(named, r.weightDecay);
+  const named = model.namedParameters().filter(([, p]) => p.requiresGrad);
+  const head = headParams(r, model);
+  const split = (ps: [string, Tensor][], lr?: number): ParamGroup<{ lr: number; weightDecay: number }>[] =>
+    (r.decayNormAndBias ? [{ params: ps.map(([, p]) => p) }] : noDecayOnNormAndBias<{ lr: number; weightDecay: number }>(ps, r.weightDecay))
+      .map((g) => (lr === undefined ? g : { ...g, options: { ...g.options, lr } }));
+  const groups = [...split(named.filter(([, p]) => !head.has(p))), ...split(named.filter(([, p]) => head.has(p)), r.headLr)].filter((g) => g.params.length);
+  if (!groups.length) throw new RecipeError('freeze', `${r.freeze}: nothing is left to train`);
   return r.optimizer === 'sgd'
     ? new SGD(groups, { lr: r.lr, momentum: r.momentum, nesterov: r.nesterov, weightDecay: r.weightDecay })
     : new AdamW(groups, { lr: r.lr, weightDecay: r.weightDecay });
@@ -201,8 +222,13 @@ export function buildTraining(r: Recipe, data: TrainingData, ctx: TrainingContex
   const { ema, evalForward } = scoring(r, model);
   return {
     model, optimizer, schedule: new LRScheduler(optimizer, s.lr, s.momentum), train: trainLoader, test: testLoader, ddp,
-    device, epochs: r.epochs, labelSmoothing: r.labelSmoothing, clipGradNorm: r.clipGrad, amp: r.amp, recipe: r, ema, evalForward,
+    device, epochs: r.epochs, labelSmoothing: r.labelSmoothing, clipGradNorm: r.clipGrad, amp: r.amp, recipe: r, info: infoOf(r, data), ema, evalForward,
   };
+}
+
+function infoOf(r: Recipe, d: TrainingData): CheckpointInfo {
+  const transforms = d.folder ? { resize: d.resize ?? Math.round(d.size / 0.875), crop: d.size, mean: d.mean, std: d.std } : undefined;
+  return { model: r.model, classes: [...d.classes], ...(transforms ? { transforms } : {}) };
 }
 
 // Fields that may change when a run is resumed: they do not change what is trained.

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { writeFileAtomically } from '../io/atomic.ts';
 import type { Module } from '../nn/module.ts';
 import type { Optimizer } from '../optim/optimizer.ts';
-import { readCheckpoint, saveCheckpoint, type CheckedCheckpoint, type TrainState } from './checkpoint.ts';
+import { readCheckpoint, saveCheckpoint, type CheckedCheckpoint, type CheckpointInfo, type TrainState } from './checkpoint.ts';
 import { appendMetric, readMetrics, writeMetrics, type MetricRecord } from './metrics.ts';
 import { writeReport } from './report.ts';
 import type { RunSummary } from './summary.ts';
@@ -42,8 +42,8 @@ export class RunFiles {
     return readCheckpoint(this.paths.checkpoint, model, optimizer, ema);
   }
 
-  saveCheckpoint(model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, ema?: Module): void {
-    if (this.writer) saveCheckpoint(this.paths.checkpoint, model, optimizer, state, ema);
+  saveCheckpoint(model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, info?: CheckpointInfo, ema?: Module): void {
+    if (this.writer) saveCheckpoint(this.paths.checkpoint, model, optimizer, state, info, ema);
   }
 
   /** Rewrites metrics.jsonl with the records so far (those of the checkpoint when resuming). */

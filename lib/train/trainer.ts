@@ -11,8 +11,10 @@ import { rank as distRank, worldSize as distWorldSize, type DistributedDataParal
 import { Progress, type EpochRecord, type MetricRecord } from './metrics.ts';
 import { recipeDifferences, type Recipe } from './recipe.ts';
 import { RunFiles } from './run-files.ts';
+import type { CheckpointInfo } from './checkpoint.ts';
 import { summarize, type ConfigValue, type RunSummary } from './summary.ts';
 import { eagerStep, type StepFactory, type TrainStep } from './step.ts';
+import { withOomRetry } from './oom-retry.ts';
 import { evaluate } from './evaluate.ts';
 import { freshRunning, trainEpoch, type FitState } from './epoch.ts';
 import { overRanks } from './ranks.ts';
@@ -47,8 +49,10 @@ export interface FitOptions {
   quiet?: boolean;
   /** Polled after every step; true saves a checkpoint and returns with interrupted set. */
   shouldStop?: () => boolean;
-  /** Makes the training step (default: eagerStep). */
+  /** Makes the training step (default: eagerStep; graphStep for CUDA graphs). */
   step?: StepFactory;
+  /** A CUDA out-of-memory retries the batch in smaller slices instead of ending the run (withOomRetry). */
+  oomRetry?: boolean;
   /** The forward evaluate() scores (default: the model's, or the EMA's). */
   evalForward?: (x: Tensor) => Tensor;
   /**
@@ -62,6 +66,8 @@ export interface FitOptions {
    * sharded (LoaderOptions.shard). Stopping and NaN checks are agreed by all ranks each step.
    */
   ddp?: DistributedDataParallel<Module>;
+  /** Kept in the checkpoint for whoever uses it as weights: class names, eval preset (buildTraining fills it in). */
+  info?: CheckpointInfo;
 }
 
 export interface FitResult {
@@ -116,12 +122,17 @@ export async function fit(o: FitOptions): Promise<FitResult> {
   // Mid-epoch running sums are per rank: the checkpoint holds their totals.
   const save = (s: FitState): void => {
     const [lossSum, top1, top5, seen] = overRanks([s.run.running.lossSum, s.run.running.top1, s.run.running.top5, s.run.running.seen]) as [number, number, number, number];
-    files.saveCheckpoint(model, optimizer, { ...s, scheduler: schedule.stateDict(), scaler: scaler?.stateDict(), run: { ...s.run, running: { ...s.run.running, lossSum, top1, top5, seen }, wallTime: wall() } }, o.ema?.module);
+    files.saveCheckpoint(model, optimizer, { ...s, scheduler: schedule.stateDict(), scaler: scaler?.stateDict(), run: { ...s.run, running: { ...s.run.running, lossSum, top1, top5, seen }, wallTime: wall() } }, o.info, o.ema?.module);
   };
   const summary = (): RunSummary => summarize(st.run.history, { steps: st.globalStep, wallTime: wall(), model: o.modelName ?? o.recipe?.model, worldSize: world, device, flags: o.config ?? {} });
   const title = `${o.modelName ?? o.recipe?.model ?? 'model'} training report`;
   const progress = new Progress((o.quiet ?? false) || !files.writer);
-  const step = withEma((o.step ?? eagerStep)({ model, ddp, optimizer, scaler, clipGradNorm: o.clipGradNorm, labelSmoothing: o.labelSmoothing ?? 0, amp, device }), model, o.ema, st);
+  const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const factory = o.oomRetry
+    ? withOomRetry(o.step ?? eagerStep, (chunks, n, e) =>
+      progress.log(`CUDA out of memory on a batch of ${n} (asked ${mib(e.requestedBytes)}, ${mib(e.freeBytes)} free); training it in ${chunks} slices from now on`))
+    : o.step ?? eagerStep;
+  const step = withEma(factory({ model, ddp, optimizer, scaler, clipGradNorm: o.clipGradNorm, labelSmoothing: o.labelSmoothing ?? 0, amp, device }), model, o.ema, st);
   const epochOptions = { loader: o.train, step, schedule, optimizer, epochs, logEvery: o.logEvery ?? 50, progress, files, shouldStop: o.shouldStop };
   model.train();
   for (; st.epoch < epochs; st.epoch++) {
