@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { noGrad, tensor, Tensor } from '../lib/index.ts';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU, Sequential, type Module } from '../lib/nn/index.ts';
 import { loadSafetensors } from '../lib/io/index.ts';
-import { arrayData, buildModel, buildTraining, fit, RunFiles, type Recipe, type StepFactory, eagerStep } from '../lib/train/index.ts';
+import { arrayData, buildModel, buildTraining, checkpointWeights, fit, RunFiles, type Recipe, type StepFactory, eagerStep } from '../lib/train/index.ts';
 import type { ArrayDataset } from '../lib/data/index.ts';
 import { root, tmp } from './helpers.ts';
 
@@ -248,6 +248,11 @@ test('train --recipe best sets the flags its --help lists; flags given override 
   assert.is(f.lr, 0.05);
   assert.is(f.tta, false);
   assert.ok(Object.keys(ckptTensors(dir, 'ema.')).length > 0, 'no average in the checkpoint');
+  // As weights (predict, serve, a fine-tune) the checkpoint is the average it reported, not the raw model.
+  const asWeights = checkpointWeights(join(dir, 'checkpoint.safetensors')).stateDict;
+  const [avg, raw] = [ckptTensors(dir, 'ema.'), ckptTensors(dir, 'model.')];
+  assert.equal(Object.keys(asWeights).sort(), Object.keys(avg).sort());
+  assert.ok(Object.keys(avg).every((k) => asWeights[k]!.equal(avg[k]!)) && Object.keys(raw).some((k) => !asWeights[k]!.equal(raw[k]!)));
   const off = tmp();
   assert.is(train(['--recipe', 'best', '--no-ema', '--epochs', '1', '--limit-train', '32', '--limit-test', '32', '--batch-size', '32', '--threads', '1', '--quiet', '--out', off]).status, 0);
   assert.is(Object.keys(ckptTensors(off, 'ema.')).length, 0);
