@@ -2,6 +2,8 @@
 // built the same way), the paper's figure or table it revisits, and how its finding is judged.
 import { BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck } from '../models/blocks.ts';
 import { CIFAR, CifarResNet, type CifarSpec } from '../models/cifar.ts';
+import { DenseNet } from '../models/densenet.ts';
+import type { CifarDenseNetSpec } from '../models/cifar-densenet.ts';
 import type { Module } from '../nn/module.ts';
 import type { ExperimentRecipe, Scale } from './recipe.ts';
 import { transfer } from './transfer.ts';
@@ -14,8 +16,10 @@ export interface RunSpec {
   label: string;
   /** What the net is, in words, for the table. */
   model: string;
-  spec: CifarSpec;
-  shortcut: 'A' | 'B' | 'C';
+  /** A CIFAR ResNet (or plain net) with this shortcut option, or else a DenseNet-BC (`densenet`). */
+  spec?: CifarSpec;
+  shortcut?: 'A' | 'B' | 'C';
+  densenet?: CifarDenseNetSpec;
   /** What the finding compares: depth, residual, shortcut, cardinality, preact. */
   tags: Record<string, string | number | boolean>;
   // Runs on part of the data, or starting from another run (the transfer experiment).
@@ -37,15 +41,21 @@ export interface RunResult {
   params: number;
   multAdds: number;
   epochs: number;
-  /** Final-epoch errors as fractions: train is the running error over the last epoch (as the papers plot it). */
+  /**
+   * Final-epoch errors as fractions, the mean over the seeds: train is the running error over the last epoch (as
+   * the papers plot it).
+   */
   trainError: number;
   testError: number;
-  /** Seconds of training and evaluation (summed over resumed sessions). */
+  /** Seconds of training and evaluation (summed over resumed sessions and over the seeds). */
   wallTime: number;
   /** Images the run trained and was tested on. */
   trainImages: number;
   testImages: number;
-  curve: { epoch: number[]; trainError: number[]; testError: number[] };
+  /** Mean errors per epoch; with several seeds also their least and greatest. */
+  curve: { epoch: number[]; trainError: number[]; testError: number[]; trainMin?: number[]; trainMax?: number[]; testMin?: number[]; testMax?: number[] };
+  /** Each seed's final errors and time (one entry for a single seed). */
+  seeds: { seed: number; trainError: number; testError: number; wallTime: number }[];
 }
 
 /** The verdict on the paper's claim: true reproduced, false not reproduced, null partly reproduced. */
@@ -68,8 +78,28 @@ export interface Experiment {
 
 /** Builds a run's net for the data's channels and classes. */
 export function buildRun(r: RunSpec, inChannels: number, numClasses: number): Module {
+  if (r.densenet) {
+    // DenseNet-BC for 32x32 inputs (cifar-densenet.ts): (L - 4) / 6 bottleneck layers a block, a 2k-channel 3x3 stem.
+    const n = (r.densenet.depth - 4) / 6;
+    return new DenseNet({ numClasses, inChannels, growthRate: r.densenet.growthRate, blockConfig: [n, n, n], numInitFeatures: 2 * r.densenet.growthRate, stem: 'cifar' });
+  }
+  if (!r.spec) throw new Error(`run ${r.id} names no net`);
   return new CifarResNet(r.spec, { inChannels, numClasses, shortcut: r.shortcut });
 }
+
+/** The least and greatest of a run's final errors over its seeds. */
+export function seedRange(r: RunResult, which: 'trainError' | 'testError'): [number, number] {
+  const v = r.seeds.map((s) => s[which]);
+  return [Math.min(...v), Math.max(...v)];
+}
+
+/** Whether a's errors lie wholly above b's over the seeds (always false with one seed: no spread is known). */
+const above = (a: RunResult, b: RunResult, which: 'trainError' | 'testError'): boolean => a.seeds.length > 1 && b.seeds.length > 1 && seedRange(a, which)[0] > seedRange(b, which)[1];
+/** How two runs' seed ranges sit, in words (nothing with one seed). */
+const rangeWords = (a: RunResult, b: RunResult, which: 'trainError' | 'testError'): string => {
+  if (a.seeds.length < 2 || b.seeds.length < 2) return '';
+  return above(a, b, which) || above(b, a, which) ? ', the seed ranges apart' : ', the seed ranges overlapping';
+};
 
 const C16 = [16, 32, 64] as const;
 const pct = (x: number): string => `${(100 * x).toFixed(2)} %`;
@@ -101,10 +131,11 @@ const degradation: Experiment = {
     const plainDegrades = p56.trainError > p20.trainError;
     const resImproves = r56.trainError <= r20.trainError;
     const reproduced = plainDegrades && resImproves ? true : plainDegrades || resImproves ? null : false;
+    const seeds = p20.seeds.length > 1 ? ` (means over ${p20.seeds.length} seeds)` : '';
     const text =
-      `Training error: plain-56 ${pct(p56.trainError)} vs plain-20 ${pct(p20.trainError)} — the deeper plain net is ` +
+      `Training error${seeds}: plain-56 ${pct(p56.trainError)} vs plain-20 ${pct(p20.trainError)}${rangeWords(p56, p20, 'trainError')} — the deeper plain net is ` +
       `${plainDegrades ? 'worse (degradation, as in the paper)' : 'not worse (no degradation, unlike the paper)'}; ` +
-      `ResNet-56 ${pct(r56.trainError)} vs ResNet-20 ${pct(r20.trainError)} — the deeper residual net is ` +
+      `ResNet-56 ${pct(r56.trainError)} vs ResNet-20 ${pct(r20.trainError)}${rangeWords(r56, r20, 'trainError')} — the deeper residual net is ` +
       `${resImproves ? 'no worse (as in the paper)' : 'worse (unlike the paper)'}. ` +
       `Test error: plain-56 ${pct(p56.testError)}, plain-20 ${pct(p20.testError)}, ResNet-56 ${pct(r56.testError)}, ResNet-20 ${pct(r20.testError)} ` +
       `(ResNet-56 vs -20 ${noise(r56.testError, r20.testError, n)} on ${n} test images). ` +
@@ -261,5 +292,61 @@ const preact: Experiment = {
   },
 };
 
+const resnetRun = (n: number, budget: number | false): RunSpec => ({
+  id: `resnet${6 * n + 2}`, label: `ResNet-${6 * n + 2}`, model: `ResNet 6n+2, n=${n}, shortcut A`,
+  spec: { block: BasicBlock, n, stem: 16, planes: C16 }, shortcut: 'A', tags: { family: 'resnet', budget },
+});
+const denseRun = (depth: number, growthRate: number, budget: number | false): RunSpec => ({
+  id: `densenet_bc_${depth}_k${growthRate}`, label: `DenseNet-BC-${depth} (k=${growthRate})`,
+  model: `DenseNet-BC, L=${depth}, k=${growthRate}: 3 blocks of ${(depth - 4) / 6} bottleneck layers, compression 0.5`,
+  densenet: { depth, growthRate }, tags: { family: 'densenet', budget },
+});
+
+/**
+ * Huang et al. 2017's parameter-efficiency claim at sizes 2 CPU cores can train: pairs of a ResNet and a DenseNet-BC
+ * (k = 12) with nearly the same parameters (ResNet-14 0.17 M / DenseNet-BC-40 0.18 M, ResNet-20 0.27 M /
+ * DenseNet-BC-52 0.26 M), and ResNet-56 (0.85 M) for the "a third of the parameters" comparison; `full` adds the
+ * paper's DenseNet-BC-100 (0.77 M) and ResNet-110 (1.7 M).
+ */
+const densenet: Experiment = {
+  name: 'densenet',
+  title: 'Parameter efficiency: ResNet vs DenseNet-BC at equal parameter budgets',
+  paper: 'Huang et al. 2017 ("Densely Connected Convolutional Networks"), sec. 4.3 and Fig. 4 right (C10+): DenseNets are more ' +
+    'parameter-efficient than ResNets — a DenseNet-BC needs about a third of the parameters of a ResNet for the same test error ' +
+    '(DenseNet-BC-100, k=12, 0.8 M parameters, 4.51 % vs pre-activation ResNet-1001, 10.2 M, 4.62 %).',
+  runs: (scale) => [
+    resnetRun(2, 0), denseRun(40, 12, 0), resnetRun(3, 1), denseRun(52, 12, 1), resnetRun(9, false),
+    ...(scale === 'full' ? [denseRun(100, 12, 2), resnetRun(18, false)] : []),
+  ],
+  finding(runs, n) {
+    const budgets = [...new Set(runs.flatMap((r) => (r.tags.budget === false ? [] : [r.tags.budget as number])))].sort((a, b) => a - b);
+    const pairs = budgets.map((b) => {
+      const at = tagged(runs, 'budget', b);
+      return [only(tagged(at, 'family', 'resnet'), `ResNet of budget ${b}`), only(tagged(at, 'family', 'densenet'), `DenseNet of budget ${b}`)] as const;
+    });
+    const better = pairs.map(([r, d]) => d.testError < r.testError);
+    const pairText = pairs.map(([r, d], i) =>
+      `${d.label} (${(d.params / 1e6).toFixed(2)} M) ${pct(d.testError)} vs ${r.label} (${(r.params / 1e6).toFixed(2)} M) ${pct(r.testError)} test error — ` +
+      `DenseNet-BC ${better[i] ? 'better' : 'not better'} (${noise(d.testError, r.testError, n)} on ${n} test images${rangeWords(d, r, 'testError')}; ` +
+      `${(d.multAdds / r.multAdds).toFixed(1)}x the mult-adds, ${(d.wallTime / r.wallTime).toFixed(1)}x the time)`).join('; ');
+    // A third of the parameters: the largest DenseNet-BC with at most a third of the largest ResNet's.
+    const resnets = tagged(runs, 'family', 'resnet');
+    const big = resnets.reduce((a, b) => (b.params > a.params ? b : a));
+    const small = tagged(runs, 'family', 'densenet').filter((d) => d.params <= big.params / 3).sort((a, b) => b.params - a.params)[0];
+    const comparable = small ? small.testError <= big.testError + 2 * seDiff(small.testError, big.testError, n) : false;
+    const thirdText = small
+      ? `${small.label} with ${(small.params / big.params).toFixed(2)}x the parameters of ${big.label}: ${pct(small.testError)} vs ${pct(big.testError)} test error — ` +
+        `${comparable ? 'comparable or better (within two standard errors or lower), as the paper says' : 'worse beyond noise, unlike the paper'}`
+      : 'no DenseNet-BC with at most a third of the largest ResNet\'s parameters was trained';
+    const all = better.every(Boolean) && comparable;
+    const none = !better.some(Boolean) && !comparable;
+    const text = `At equal parameters: ${pairText}. A third of the parameters: ${thirdText}. ` +
+      (all ? 'The paper\'s parameter-efficiency claim was reproduced at this budget.'
+        : none ? 'The paper\'s parameter-efficiency claim was NOT reproduced at this budget.'
+        : 'The paper\'s parameter-efficiency claim was only partly reproduced at this budget.');
+    return { reproduced: all ? true : none ? false : null, text };
+  },
+};
+
 /** Every experiment by name, in the order `all` runs them. */
-export const EXPERIMENTS: Readonly<Record<string, Experiment>> = { degradation, shortcuts, cardinality, preact, transfer };
+export const EXPERIMENTS: Readonly<Record<string, Experiment>> = { degradation, shortcuts, cardinality, preact, densenet, transfer };

@@ -4,23 +4,35 @@
 import { join } from 'node:path';
 import { writeFileAtomically } from '../io/atomic.ts';
 import { chartBundle, esc, scriptJson } from '../train/html.ts';
+import { seedRange, type RunResult } from './catalog.ts';
 import type { ExperimentResults } from './run.ts';
 
 /** Line colours, one a run (matplotlib's tab10, distinct from each other and from the greys of the axes). */
 export const PALETTE: readonly (readonly [number, number, number])[] = [
   [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
 ];
-const rgb = (i: number): string => `rgb(${PALETTE[i % PALETTE.length]!.join(', ')})`;
+const rgb = (i: number, alpha = 1): string => (alpha === 1 ? `rgb(${PALETTE[i % PALETTE.length]!.join(', ')})` : `rgba(${PALETTE[i % PALETTE.length]!.join(', ')}, ${alpha})`);
 
 const pct = (x: number): string => `${(100 * x).toFixed(2)} %`;
 const verdict = (r: boolean | null): string => (r === true ? 'reproduced' : r === false ? 'not reproduced' : 'partly reproduced');
 
-/** The table's cells: run, net, params, mult-adds, train error, test error, time. */
+/** An error cell: the value, or with several seeds the mean and the range (least–greatest). */
+const errorCell = (r: RunResult, which: 'trainError' | 'testError'): string => {
+  if (r.seeds.length < 2) return pct(r[which]);
+  const [lo, hi] = seedRange(r, which);
+  return `${pct(r[which])} (${(100 * lo).toFixed(2)}–${(100 * hi).toFixed(2)})`;
+};
+
+/** The table's cells: run, net, params, mult-adds, train error, test error (mean and range with several seeds), time (all seeds). */
 export function tableRows(res: ExperimentResults): string[][] {
   return res.runs.map((r) => [
-    r.label, r.model, r.params.toLocaleString('en-US'), `${(r.multAdds / 1e6).toFixed(2)} M`, pct(r.trainError), pct(r.testError), `${Math.round(r.wallTime)} s`,
+    r.label, r.model, r.params.toLocaleString('en-US'), `${(r.multAdds / 1e6).toFixed(2)} M`, errorCell(r, 'trainError'), errorCell(r, 'testError'), `${Math.round(r.wallTime)} s`,
   ]);
 }
+
+/** The seeds in words: 'seed 0' or 'seeds 0, 1 (mean and range shown; time is over all seeds)'. */
+const seedText = (res: ExperimentResults): string =>
+  (res.seeds.length > 1 ? `seeds ${res.seeds.join(', ')} (errors are the mean over the seeds with the range in brackets; time is the sum over them)` : `seed ${res.seeds[0]}`);
 const HEAD = ['run', 'net', 'params', 'mult-adds', 'train error', 'test error', 'time'];
 
 /** table.md: the runs' table, then the finding, the paper's claim and the recipe. */
@@ -39,7 +51,7 @@ export function tableMarkdown(res: ExperimentResults): string {
     '',
     `Paper: ${res.paper}`,
     '',
-    `Recipe: ${res.recipeText}; seed ${res.seed}. Train error is the running error over the last epoch; total time ${Math.round(res.wallTime)} s.`,
+    `Recipe: ${res.recipeText}; ${seedText(res)}. Train error is the running error over the last epoch; total time ${Math.round(res.wallTime)} s.`,
     '',
   ].join('\n');
 }
@@ -47,7 +59,14 @@ export function tableMarkdown(res: ExperimentResults): string {
 /** Writes report.html for an experiment's results. */
 export function writeExperimentReport(path: string, res: ExperimentResults): void {
   const pts = (epochs: number[], ys: number[]) => epochs.flatMap((x, i) => (Number.isFinite(ys[i]) ? [{ x, y: 100 * ys[i]! }] : []));
+  // With several seeds each curve (the mean) gets a band from the least to the greatest seed: two lines, the second filled to the first.
+  const band = (i: number, label: string, lo: number[] | undefined, hi: number[] | undefined, epochs: number[]) => (lo && hi ? [
+    { label: `${label} (least)`, data: pts(epochs, lo), borderWidth: 0, pointRadius: 0, fill: false, train: true },
+    { label: `${label} (greatest)`, data: pts(epochs, hi), borderWidth: 0, pointRadius: 0, fill: '-1', backgroundColor: rgb(i, 0.13), train: true },
+  ] : []);
   const datasets = res.runs.flatMap((r, i) => [
+    ...band(i, `${r.label} train`, r.curve.trainMin, r.curve.trainMax, r.curve.epoch),
+    ...band(i, `${r.label} test`, r.curve.testMin, r.curve.testMax, r.curve.epoch),
     { label: `${r.label} (train)`, data: pts(r.curve.epoch, r.curve.trainError), borderColor: rgb(i), backgroundColor: rgb(i), borderWidth: 1.5, borderDash: [6, 4], pointRadius: 2, train: true },
     { label: r.label, data: pts(r.curve.epoch, r.curve.testError), borderColor: rgb(i), backgroundColor: rgb(i), borderWidth: 3.5, pointRadius: 3.5, train: false },
   ]);
@@ -65,7 +84,7 @@ td.num{text-align:right;white-space:nowrap}th,td:first-child{white-space:nowrap}
 <div class="finding"><b>Finding (${esc(verdict(res.finding.reproduced))}):</b> ${esc(res.finding.text)}</div>
 <table><tr>${HEAD.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${rows}</table>
 <p><b>Paper:</b> ${esc(res.paper)}</p>
-<p><b>Recipe:</b> ${esc(res.recipeText)}; seed ${res.seed}. Training error is the running error over each epoch.</p>
+<p><b>Recipe:</b> ${esc(res.recipeText)}; ${esc(seedText(res))}. Training error is the running error over each epoch${res.seeds.length > 1 ? '; the shaded bands span the seeds' : ''}.</p>
 <script>
 const datasets = ${scriptJson(datasets)};
 new Chart(document.getElementById('errors'), {

@@ -1,6 +1,6 @@
-// Runs an experiment: each net trains with fit() in DIR/<experiment>/<run>/ (a finished run, one with a
-// summary.json, is read back; an interrupted one resumes from its checkpoint), then the results are
-// gathered for results.json, table.md and report.html.
+// Runs an experiment: each net trains with fit() in DIR/<experiment>/<run>/ (DIR/<experiment>/<run>-seed<s>/ with
+// several seeds; a finished run, one with a summary.json, is read back; an interrupted one resumes from its
+// checkpoint), then the results (means and ranges over the seeds) are gathered for results.json, table.md and report.html.
 import { existsSync, readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ArrayDataset } from '../data/dataset.ts';
@@ -31,8 +31,11 @@ export interface ExperimentOptions {
   recipe: ExperimentRecipe;
   /** DIR: the experiment writes DIR/<name>/. */
   outDir: string;
-  seed: number;
+  /** Each net trains once per seed; the table shows the mean and the range. */
+  seeds: number[];
   device: Device;
+  /** Channels-last images and weights (speed only: what is learned does not change). */
+  channelsLast?: boolean;
   /** Described in results.json (e.g. '2 CPU threads'). */
   hardware: string;
   quiet: boolean;
@@ -51,7 +54,7 @@ export interface ExperimentResults {
   recipeText: string;
   trainImages: number;
   testImages: number;
-  seed: number;
+  seeds: number[];
   hardware: string;
   date: string;
   /** Sum of the runs' wall times, seconds. */
@@ -61,19 +64,21 @@ export interface ExperimentResults {
 }
 
 /** What a run directory must have been made with to be continued or reused. */
-function fingerprint(exp: Experiment, run: RunSpec, o: ExperimentOptions): string {
-  const { block, ...spec } = run.spec;
+function fingerprint(exp: Experiment, run: RunSpec, o: ExperimentOptions, seed: number): string {
   // Undefined fields drop out of the JSON, so the runs of the other experiments keep their fingerprints.
   const part = { classes: run.classes, perClass: run.perClass, from: run.from, runRecipe: run.recipe };
-  return JSON.stringify({ experiment: exp.name, run: run.id, block: block.name, spec, shortcut: run.shortcut, data: o.data, recipe: o.recipe, seed: o.seed, ...part }, null, 2) + '\n';
+  const common = { data: o.data, recipe: o.recipe, seed, ...part };
+  if (run.densenet) return JSON.stringify({ experiment: exp.name, run: run.id, densenet: run.densenet, ...common }, null, 2) + '\n';
+  const { block, ...spec } = run.spec!;
+  return JSON.stringify({ experiment: exp.name, run: run.id, block: block.name, spec, shortcut: run.shortcut, ...common }, null, 2) + '\n';
 }
 
-/** A run's data (its classes and budget, when it names them) and recipe (with the weights of the run it starts from). */
-function runSetup(run: RunSpec, o: ExperimentOptions, expDir: string, whole: TrainingData): { data: TrainingData; recipe: Recipe } {
+/** A run's data (its classes and budget, when it names them) and recipe (with the weights of the same seed's run it starts from). */
+function runSetup(run: RunSpec, o: ExperimentOptions, expDir: string, whole: TrainingData, seed: number): { data: TrainingData; recipe: Recipe } {
   const data = run.classes ? arrayData(selectClasses(o.train, run.classes, run.perClass), selectClasses(o.test, run.classes)) : whole;
-  const recipe: Recipe = { ...o.recipe, ...run.recipe, model: run.id, data: o.data, seed: o.seed };
+  const recipe: Recipe = { ...o.recipe, ...run.recipe, model: run.id, data: o.data, seed };
   if (run.from !== undefined) {
-    const from = runPaths(join(expDir, run.from));
+    const from = runPaths(runDir(expDir, run.from, seed, o.seeds));
     if (!existsSync(from.summary)) throw new Error(`${run.id} starts from ${run.from}, which has not finished (no ${from.summary})`);
     recipe.weights = from.checkpoint;
   }
@@ -86,6 +91,22 @@ function curveOf(history: readonly MetricRecord[]): RunResult['curve'] {
   return { epoch: eps.map((r) => r.epoch + 1), trainError: eps.map((r) => 1 - r.trainTop1), testError: eps.map((r) => 1 - (r.testTop1 ?? NaN)) };
 }
 
+const mean = (v: readonly number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+
+/** The curves of one net's seeds as their mean, and least and greatest when there are several. */
+function curvesOf(curves: RunResult['curve'][]): RunResult['curve'] {
+  if (curves.length === 1) return curves[0]!;
+  const at = (k: 'trainError' | 'testError', f: (v: number[]) => number) => curves[0]!.epoch.map((_, i) => f(curves.map((c) => c[k][i]!)));
+  return {
+    epoch: curves[0]!.epoch, trainError: at('trainError', mean), testError: at('testError', mean),
+    trainMin: at('trainError', (v) => Math.min(...v)), trainMax: at('trainError', (v) => Math.max(...v)),
+    testMin: at('testError', (v) => Math.min(...v)), testMax: at('testError', (v) => Math.max(...v)),
+  };
+}
+
+/** The directory of a net's run with a seed: DIR/<experiment>/<run>, or <run>-seed<s> when there are several seeds. */
+const runDir = (expDir: string, id: string, seed: number, seeds: number[]): string => join(expDir, seeds.length > 1 ? `${id}-seed${seed}` : id);
+
 /** Trains (or reads back) every run of an experiment; returns undefined when stopped by shouldStop. */
 export async function runExperiment(exp: Experiment, o: ExperimentOptions): Promise<ExperimentResults | undefined> {
   const data = arrayData(o.train, o.test);
@@ -95,50 +116,55 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
   const runs = exp.runs(o.scale);
   const expDir = join(o.outDir, exp.name);
   const results: RunResult[] = [];
+  const jobs = runs.flatMap((run) => o.seeds.map((seed) => ({ run, seed, dir: runDir(expDir, run.id, seed, o.seeds) })));
   // Refuse a mismatched directory before any training starts.
-  for (const run of runs) {
-    const path = join(expDir, run.id, 'run.json');
-    if (existsSync(path) && readFileSync(path, 'utf8') !== fingerprint(exp, run, o)) {
-      throw new RunMismatchError(`${join(expDir, run.id)} holds a run made with another recipe, data or seed (see its run.json); ` +
+  for (const { run, seed, dir } of jobs) {
+    const path = join(dir, 'run.json');
+    if (existsSync(path) && readFileSync(path, 'utf8') !== fingerprint(exp, run, o, seed)) {
+      throw new RunMismatchError(`${dir} holds a run made with another recipe, data or seed (see its run.json); ` +
         'choose another --out or delete that directory');
     }
   }
+  const size = (model: Module): Summary => summary(model, [1, channels, h, w], { depth: 0 });
   for (const [i, run] of runs.entries()) {
-    const dir = join(expDir, run.id);
-    mkdirSync(dir, { recursive: true });
-    writeFileAtomically(join(dir, 'run.json'), fingerprint(exp, run, o));
-    const { data: runData, recipe } = runSetup(run, o, expDir, data);
-    const ctx: TrainingContext = { device: o.device, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
-    const paths = runPaths(dir);
-    const tag = `[${exp.name} ${i + 1}/${runs.length}] ${run.id}`;
-    const size = (model: Module): Summary => summary(model, [1, channels, h, w], { depth: 0 });
-    let s: Summary;
-    let done: { summary: RunSummary; history: readonly MetricRecord[] };
-    if (!existsSync(paths.summary)) {
-      const resuming = existsSync(paths.checkpoint);
-      const t = buildTraining(recipe, runData, ctx);
-      s = size(t.model);
-      o.log(`${tag}: ${resuming ? 'resuming' : 'training'} (${run.model}; ${s.totalParams.toLocaleString('en-US')} params, ${(s.totalMultAdds / 1e6).toFixed(2)} M mult-adds)`);
-      const r = await fit({
-        ...t, outDir: dir, resume: resuming, config: { experiment: exp.name, run: run.id, scale: o.scale, ...recipe }, quiet: o.quiet, shouldStop: o.shouldStop,
-      });
-      if (r.interrupted) return undefined;
-      done = r;
-    } else {
-      s = size(buildModel(recipe, runData, ctx));
-      o.log(`${tag}: finished earlier, reading ${paths.summary}`);
-      done = RunFiles.readFinished(dir);
+    let s: Summary | undefined;
+    let sizes: { trainImages: number; testImages: number } | undefined;
+    const done: { seed: number; summary: RunSummary; history: readonly MetricRecord[] }[] = [];
+    for (const seed of o.seeds) {
+      const dir = runDir(expDir, run.id, seed, o.seeds);
+      mkdirSync(dir, { recursive: true });
+      writeFileAtomically(join(dir, 'run.json'), fingerprint(exp, run, o, seed));
+      const { data: runData, recipe } = runSetup(run, o, expDir, data, seed);
+      sizes ??= { trainImages: Math.min(runData.train.length, recipe.limitTrain ?? Infinity), testImages: Math.min(runData.test.length, recipe.limitTest ?? Infinity) };
+      const ctx: TrainingContext = { device: o.device, channelsLast: o.channelsLast, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
+      const paths = runPaths(dir);
+      const tag = `[${exp.name} ${i + 1}/${runs.length}] ${run.id}${o.seeds.length > 1 ? ` seed ${seed}` : ''}`;
+      if (!existsSync(paths.summary)) {
+        const resuming = existsSync(paths.checkpoint);
+        const t = buildTraining(recipe, runData, ctx);
+        s ??= size(t.model);
+        o.log(`${tag}: ${resuming ? 'resuming' : 'training'} (${run.model}; ${s.totalParams.toLocaleString('en-US')} params, ${(s.totalMultAdds / 1e6).toFixed(2)} M mult-adds)`);
+        const r = await fit({
+          ...t, outDir: dir, resume: resuming, config: { experiment: exp.name, run: run.id, scale: o.scale, ...recipe }, quiet: o.quiet, shouldStop: o.shouldStop,
+        });
+        if (r.interrupted) return undefined;
+        done.push({ seed, ...r });
+      } else {
+        s ??= size(buildModel(recipe, runData, ctx));
+        o.log(`${tag}: finished earlier, reading ${paths.summary}`);
+        done.push({ seed, ...RunFiles.readFinished(dir) });
+      }
     }
-    const sum = done.summary;
+    const seeds = done.map((d) => ({ seed: d.seed, trainError: 1 - d.summary.trainAccuracy!, testError: 1 - d.summary.testAccuracy!, wallTime: d.summary.wallTime }));
     results.push({
-      id: run.id, label: run.label, model: run.model, tags: run.tags, params: s.totalParams, multAdds: s.totalMultAdds, epochs: sum.epochs,
-      trainError: 1 - sum.trainAccuracy!, testError: 1 - sum.testAccuracy!, wallTime: sum.wallTime, curve: curveOf(done.history),
-      trainImages: Math.min(runData.train.length, recipe.limitTrain ?? Infinity), testImages: Math.min(runData.test.length, recipe.limitTest ?? Infinity),
+      id: run.id, label: run.label, model: run.model, tags: run.tags, params: s!.totalParams, multAdds: s!.totalMultAdds, epochs: done[0]!.summary.epochs,
+      trainError: mean(seeds.map((x) => x.trainError)), testError: mean(seeds.map((x) => x.testError)),
+      wallTime: Number(seeds.reduce((a, x) => a + x.wallTime, 0).toFixed(2)), curve: curvesOf(done.map((d) => curveOf(d.history))), seeds, ...sizes!,
     });
   }
   return {
     experiment: exp.name, title: exp.title, paper: exp.paper, scale: o.scale, data: o.data, recipe: o.recipe,
-    recipeText: exp.recipeText?.(o.recipe, results) ?? describeRecipe(o.recipe, trainImages, testImages), trainImages, testImages, seed: o.seed,
+    recipeText: exp.recipeText?.(o.recipe, results) ?? describeRecipe(o.recipe, trainImages, testImages), trainImages, testImages, seeds: o.seeds,
     hardware: o.hardware, date: new Date().toISOString(), wallTime: Number(results.reduce((a, x) => a + x.wallTime, 0).toFixed(2)),
     runs: results, finding: exp.finding(results, testImages),
   };

@@ -63,7 +63,7 @@ function checkInfo(v: unknown): CheckpointInfo {
 
 /**
  * A checkpoint's model as weights: verifies the file (format and checksum), then returns the model's state dict
- * (optimizer and RNG state dropped) with what the run recorded about it (net, classes, eval preset).
+ * (the weight average's when the run kept one; optimizer and RNG state dropped) with what the run recorded about it (net, classes, eval preset).
  */
 export function checkpointWeights(path: string): { stateDict: Record<string, Tensor>; info: CheckpointInfo } {
   const metadata = readSafetensorsHeader(path).metadata;
@@ -72,9 +72,11 @@ export function checkpointWeights(path: string): { stateDict: Record<string, Ten
     if (metadata.format !== CHECKPOINT_FORMAT) throw new Error(`not a resnet-ts checkpoint of format ${CHECKPOINT_FORMAT} (format ${JSON.stringify(metadata.format)})`);
     if (typeof metadata.meta !== 'string' || checkpointChecksum(CHECKPOINT_FORMAT, metadata.meta, tensors) !== metadata.sha256) throw new Error('checksum mismatch: the file is damaged');
     const info = checkInfo((JSON.parse(metadata.meta) as { info?: unknown }).info);
+    // A run with a weight average (train --ema) evaluated the average, so that is the model it reported.
+    const prefix = Object.keys(tensors).some((k) => k.startsWith('ema.')) ? 'ema.' : 'model.';
     const stateDict: Record<string, Tensor> = {};
     for (const [k, t] of Object.entries(tensors)) {
-      if (k.startsWith('model.')) stateDict[k.slice(6)] = t;
+      if (k.startsWith(prefix)) stateDict[k.slice(prefix.length)] = t;
       else t.dispose();
     }
     return { stateDict, info };

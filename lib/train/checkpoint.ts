@@ -55,14 +55,17 @@ interface Meta {
 /** A verified checkpoint, not yet applied: apply() restores it, dispose() drops it. */
 export interface CheckedCheckpoint {
   readonly state: TrainState;
+  /** Whether it holds the weight average that apply() restores into the ema module given to readCheckpoint. */
+  readonly hasEma: boolean;
   apply(): void;
   dispose(): void;
 }
 
-/** Writes a checkpoint atomically; a crash mid-write leaves the previous file intact. */
-export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, info?: CheckpointInfo): void {
+/** Writes a checkpoint atomically (with a weight average, its tensors as ema.*); a crash mid-write leaves the previous file intact. */
+export function saveCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, info?: CheckpointInfo, ema?: Module): void {
   const tensors: Record<string, Tensor> = {};
   for (const [k, t] of Object.entries(model.stateDict())) tensors[`model.${k}`] = t;
+  if (ema) for (const [k, t] of Object.entries(ema.stateDict())) tensors[`ema.${k}`] = t;
   const opt = optimizer.stateDict();
   for (const [k, t] of Object.entries(opt.tensors)) tensors[`optim.${k}`] = t;
   const rng = getRngState();
@@ -99,7 +102,7 @@ function checkState(s: unknown): TrainState {
 }
 
 /** The checks Module.loadStateDict makes in strict mode, made before anything is copied. */
-function checkModel(model: Module, sd: Record<string, Tensor>): void {
+function checkModel(model: Module, sd: Record<string, Tensor>, what = 'model'): void {
   const own = model.stateDict();
   const problems: string[] = [];
   for (const [k, t] of Object.entries(own)) {
@@ -111,7 +114,7 @@ function checkModel(model: Module, sd: Record<string, Tensor>): void {
     }
   }
   for (const k of Object.keys(sd)) if (!(k in own)) problems.push(`unexpected ${k}`);
-  if (problems.length) throw new Error(`its model does not fit this one: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`);
+  if (problems.length) throw new Error(`its ${what} does not fit this one: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`);
 }
 
 /** The checks Optimizer.loadStateDict makes, and the JSON it would assign to the groups, before anything is changed. */
@@ -140,10 +143,10 @@ function checkOptimizer(optimizer: Optimizer<{ lr: number }>, meta: unknown, ten
 }
 
 /**
- * Reads and verifies a checkpoint and checks it against model and optimizer; nothing is changed until
- * apply(). Damage, or a checkpoint of another model or optimizer, is an Error.
+ * Reads and verifies a checkpoint and checks it against model, optimizer and the weight average if it holds one;
+ * nothing is changed until apply(). Damage, or a checkpoint of another model or optimizer, is an Error.
  */
-export function readCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>): CheckedCheckpoint {
+export function readCheckpoint(path: string, model: Module, optimizer: Optimizer<{ lr: number }>, ema?: Module): CheckedCheckpoint {
   let tensors: Record<string, Tensor>;
   let metadata: Record<string, string>;
   try {
@@ -165,9 +168,11 @@ export function readCheckpoint(path: string, model: Module, optimizer: Optimizer
     const state = checkState(meta.state);
     const modelSd: Record<string, Tensor> = {};
     const optTensors: Record<string, Tensor> = {};
+    const emaSd: Record<string, Tensor> = {};
     for (const [k, t] of Object.entries(tensors)) {
       if (k.startsWith('model.')) modelSd[k.slice(6)] = t;
       else if (k.startsWith('optim.')) optTensors[k.slice(6)] = t;
+      else if (k.startsWith('ema.')) emaSd[k.slice(4)] = t;
       else if (k !== 'rng.cpu') throw new Error(`unexpected tensor ${k}`);
     }
     const rng = tensors['rng.cpu'];
@@ -176,12 +181,16 @@ export function readCheckpoint(path: string, model: Module, optimizer: Optimizer
     ownRng.dispose();
     if (!rng || rng.dtype !== 'uint8' || rng.ndim !== 1 || rng.numel !== rngSize) throw new Error('its RNG state is missing or malformed');
     checkModel(model, modelSd);
+    const hasEma = Object.keys(emaSd).length > 0;
+    if (ema && hasEma) checkModel(ema, emaSd, 'weight average');
     const optMeta = checkOptimizer(optimizer, meta.optimizer, optTensors);
     const t = tensors;
     return {
       state,
+      hasEma,
       apply() {
         model.loadStateDict(modelSd);
+        if (ema && hasEma) ema.loadStateDict(emaSd);
         optimizer.loadStateDict({ tensors: optTensors, meta: optMeta });
         setRngState(rng);
       },

@@ -14,5 +14,6 @@ export { saveCheckpoint, loadCheckpoint, readCheckpoint, checkpointInfo, checkpo
 export { writeMetrics, readMetrics, appendMetric, Progress, type EpochRecord, type StepRecord, type MetricRecord } from './metrics.ts';
 export { writeReport } from './report.ts';
 export { ModelEma, type EmaOptions } from './ema.ts';
+export { PRESETS, type Preset } from './presets.ts';
 export { ttaForward, FlipTTA, type TtaMode, type TtaOptions } from './tta.ts';
 export type { Amp } from '../device.ts';

@@ -14,9 +14,12 @@ import type { Optimizer, ParamGroup } from '../optim/optimizer.ts';
 import { LRScheduler, constant, cosine, multiStep, oneCycle, warmup, type LrFn } from '../optim/schedule.ts';
 import { SGD } from '../optim/sgd.ts';
 import type { Device, Tensor } from '../tensor.ts';
+import { randomErasing } from '../data/random-erasing.ts';
 import type { TrainingData } from './data.ts';
 import type { CheckpointInfo } from './checkpoint.ts';
 import { applyFreeze, headParams, loadRecipeWeights, type FreezeSpec } from './transfer.ts';
+import { ModelEma } from './ema.ts';
+import { ttaForward } from './tta.ts';
 
 /** Everything that decides a run's numbers: resuming with a different recipe mixes two runs. */
 export interface Recipe {
@@ -66,6 +69,15 @@ export interface Recipe {
   headLr?: number;
   /** A folder without val/: the fraction of each class held out for testing (seeded by seed). */
   valSplit?: number;
+  // The pieces `train --recipe best` adds (lib/train/presets.ts); each is off when absent.
+  /** torchvision's RandomErasing with this probability per training image, after normalisation (the box becomes the mean pixel). */
+  randomErasing?: number;
+  /** An exponential moving average of the weights with this decay (timm's --model-ema-decay), evaluated and checkpointed instead of the raw model. */
+  emaDecay?: number;
+  /** timm's EMA warm-up: the decay ramps as 1 - (1 + step)^(-2/3) up to emaDecay. */
+  emaWarmup?: boolean;
+  /** Evaluate with test-time flips: the mean of the logits of each image and its mirror. */
+  tta?: boolean;
 }
 
 /** A recipe that cannot be built from; field names the part at fault. */
@@ -105,6 +117,10 @@ export interface Training {
   recipe: Recipe;
   /** What the checkpoint records for inference: the classes and, for folders, the eval preset. */
   info: CheckpointInfo;
+  /** The weight average fit() updates after each step and evaluates (recipe.emaDecay). */
+  ema?: ModelEma;
+  /** What evaluation scores when it is not the plain forward (recipe.tta). */
+  evalForward?: (x: Tensor) => Tensor;
 }
 
 /** The recipe's net for the data's channels and classes, seeded, with its weights loaded and its freeze applied, on the device. */
@@ -164,6 +180,7 @@ export function trainTransform(r: Recipe, d: TrainingData): Transform {
   else if (r.augment === 'crop-flip' || r.augment === 'crop') steps.push(randomCrop(d.size, r.cropPadding));
   if (r.augment === 'crop-flip' || r.augment === 'flip' || d.folder) steps.push(randomHorizontalFlip());
   steps.push(normalize(d.mean, d.std));
+  if (r.randomErasing) steps.push(randomErasing({ p: r.randomErasing }));
   return compose(...steps);
 }
 
@@ -172,12 +189,24 @@ export function evalTransform(d: TrainingData): Transform {
   return d.folder ? compose(centerCrop(d.size), normalize(d.mean, d.std)) : normalize(d.mean, d.std);
 }
 
+/** The EMA and the test-time forward a recipe evaluates with: timm's --model-ema and airbench's flip TTA. */
+function scoring(r: Recipe, model: Module): Pick<Training, 'ema' | 'evalForward'> {
+  // The average starts as a copy of the initial weights; with warm-up its first updates copy the model instead.
+  const ema = r.emaDecay !== undefined ? new ModelEma(model, { decay: r.emaDecay, warmup: r.emaWarmup ?? false }) : undefined;
+  const scored = ema ?? model;
+  return { ema, evalForward: r.tta ? (x) => ttaForward(scored, x) : undefined };
+}
+
 const first = (s: BatchSource, n?: number): BatchSource => (n !== undefined && n < s.length ? { length: n, load: (i) => s.load(i) } : s);
 
 /** Builds model, optimizer (no decay on BN and biases unless asked), schedule and loaders from a recipe. */
 export function buildTraining(r: Recipe, data: TrainingData, ctx: TrainingContext): Training {
   const { device, rank = 0, world = 1 } = ctx;
+  if (r.emaDecay !== undefined && !(r.emaDecay >= 0 && r.emaDecay < 1)) throw new RecipeError('emaDecay', `must be in [0, 1); got ${r.emaDecay}`);
+  if (r.randomErasing !== undefined && !(r.randomErasing >= 0 && r.randomErasing <= 1)) throw new RecipeError('randomErasing', `must be a probability in [0, 1]; got ${r.randomErasing}`);
   const model = buildModel(r, data, ctx);
+  // As torch's model.to(memory_format=torch.channels_last): the weights too, or every conv converts them per call.
+  if (ctx.channelsLast) model.toChannelsLast();
   // Replicas take rank 0's parameters and buffers here (a collective: every rank reaches it).
   if (world > 1 && r.syncBn) convertSyncBatchNorm(model);
   const ddp = world > 1 ? new DistributedDataParallel(model) : undefined;
@@ -190,9 +219,10 @@ export function buildTraining(r: Recipe, data: TrainingData, ctx: TrainingContex
   });
   const testLoader = new DataLoader(first(data.test, r.limitTest), { ...common, ...shard(false), batchSize: r.evalBatchSize, transform: evalTransform(data) });
   const s = scheduleOf(r, trainLoader.numBatches);
+  const { ema, evalForward } = scoring(r, model);
   return {
     model, optimizer, schedule: new LRScheduler(optimizer, s.lr, s.momentum), train: trainLoader, test: testLoader, ddp,
-    device, epochs: r.epochs, labelSmoothing: r.labelSmoothing, clipGradNorm: r.clipGrad, amp: r.amp, recipe: r, info: infoOf(r, data),
+    device, epochs: r.epochs, labelSmoothing: r.labelSmoothing, clipGradNorm: r.clipGrad, amp: r.amp, recipe: r, info: infoOf(r, data), ema, evalForward,
   };
 }
 

@@ -37,13 +37,13 @@ export class RunFiles {
     return existsSync(this.paths.checkpoint);
   }
 
-  /** Reads and verifies the checkpoint against model and optimizer, applying nothing yet. */
-  readCheckpoint(model: Module, optimizer: Optimizer<{ lr: number }>): CheckedCheckpoint {
-    return readCheckpoint(this.paths.checkpoint, model, optimizer);
+  /** Reads and verifies the checkpoint against model, optimizer and weight average, applying nothing yet. */
+  readCheckpoint(model: Module, optimizer: Optimizer<{ lr: number }>, ema?: Module): CheckedCheckpoint {
+    return readCheckpoint(this.paths.checkpoint, model, optimizer, ema);
   }
 
-  saveCheckpoint(model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, info?: CheckpointInfo): void {
-    if (this.writer) saveCheckpoint(this.paths.checkpoint, model, optimizer, state, info);
+  saveCheckpoint(model: Module, optimizer: Optimizer<{ lr: number }>, state: TrainState, info?: CheckpointInfo, ema?: Module): void {
+    if (this.writer) saveCheckpoint(this.paths.checkpoint, model, optimizer, state, info, ema);
   }
 
   /** Rewrites metrics.jsonl with the records so far (those of the checkpoint when resuming). */

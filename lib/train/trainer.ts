@@ -13,11 +13,12 @@ import { recipeDifferences, type Recipe } from './recipe.ts';
 import { RunFiles } from './run-files.ts';
 import type { CheckpointInfo } from './checkpoint.ts';
 import { summarize, type ConfigValue, type RunSummary } from './summary.ts';
-import { eagerStep, type StepFactory } from './step.ts';
+import { eagerStep, type StepFactory, type TrainStep } from './step.ts';
 import { withOomRetry } from './oom-retry.ts';
 import { evaluate } from './evaluate.ts';
 import { freshRunning, trainEpoch, type FitState } from './epoch.ts';
 import { overRanks } from './ranks.ts';
+import type { ModelEma } from './ema.ts';
 
 export interface FitOptions {
   model: Module;
@@ -52,8 +53,13 @@ export interface FitOptions {
   step?: StepFactory;
   /** A CUDA out-of-memory retries the batch in smaller slices instead of ending the run (withOomRetry). */
   oomRetry?: boolean;
-  /** The forward evaluate() scores (default: the model's). */
+  /** The forward evaluate() scores (default: the model's, or the EMA's). */
   evalForward?: (x: Tensor) => Tensor;
+  /**
+   * A weight average (timm's --model-ema): updated after every step, evaluated instead of the model (with
+   * evalForward when given), and checkpointed, so a resumed run continues it exactly.
+   */
+  ema?: ModelEma;
   /**
    * Data-parallel training: forward through ddp (rank 0's buffers), gradients averaged over ranks
    * after backward, metrics summed over ranks; only rank 0 writes files. The loaders must be
@@ -80,7 +86,7 @@ export class ResumeMismatchError extends Error {
 
 /** Restores a checkpoint into the run, after refusing one of a different recipe or world size. */
 function resumeFrom(files: RunFiles, o: FitOptions, scaler: GradScaler | undefined, world: number): FitState {
-  const ck = files.readCheckpoint(o.model, o.optimizer);
+  const ck = files.readCheckpoint(o.model, o.optimizer, o.ema?.module);
   try {
     const st = ck.state;
     const run = st.run ?? { history: [], running: freshRunning(), wallTime: 0, worldSize: world };
@@ -88,6 +94,8 @@ function resumeFrom(files: RunFiles, o: FitOptions, scaler: GradScaler | undefin
     if (run.worldSize !== world) diffs.push({ field: 'worldSize', saved: run.worldSize, now: world });
     if (diffs.length && !o.forceResume) throw new ResumeMismatchError(diffs);
     ck.apply();
+    // A checkpoint of a run without an average (resumed with --force-resume): the average starts from its weights.
+    if (o.ema && !ck.hasEma) o.ema.set(o.model);
     o.schedule.loadStateDict(st.scheduler);
     if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
     // Mid-epoch sums are the totals over ranks: rank 0 resumes them, the others start from zero.
@@ -114,7 +122,7 @@ export async function fit(o: FitOptions): Promise<FitResult> {
   // Mid-epoch running sums are per rank: the checkpoint holds their totals.
   const save = (s: FitState): void => {
     const [lossSum, top1, top5, seen] = overRanks([s.run.running.lossSum, s.run.running.top1, s.run.running.top5, s.run.running.seen]) as [number, number, number, number];
-    files.saveCheckpoint(model, optimizer, { ...s, scheduler: schedule.stateDict(), scaler: scaler?.stateDict(), run: { ...s.run, running: { ...s.run.running, lossSum, top1, top5, seen }, wallTime: wall() } }, o.info);
+    files.saveCheckpoint(model, optimizer, { ...s, scheduler: schedule.stateDict(), scaler: scaler?.stateDict(), run: { ...s.run, running: { ...s.run.running, lossSum, top1, top5, seen }, wallTime: wall() } }, o.info, o.ema?.module);
   };
   const summary = (): RunSummary => summarize(st.run.history, { steps: st.globalStep, wallTime: wall(), model: o.modelName ?? o.recipe?.model, worldSize: world, device, flags: o.config ?? {} });
   const title = `${o.modelName ?? o.recipe?.model ?? 'model'} training report`;
@@ -124,7 +132,7 @@ export async function fit(o: FitOptions): Promise<FitResult> {
     ? withOomRetry(o.step ?? eagerStep, (chunks, n, e) =>
       progress.log(`CUDA out of memory on a batch of ${n} (asked ${mib(e.requestedBytes)}, ${mib(e.freeBytes)} free); training it in ${chunks} slices from now on`))
     : o.step ?? eagerStep;
-  const step = factory({ model, ddp, optimizer, scaler, clipGradNorm: o.clipGradNorm, labelSmoothing: o.labelSmoothing ?? 0, amp, device });
+  const step = withEma(factory({ model, ddp, optimizer, scaler, clipGradNorm: o.clipGradNorm, labelSmoothing: o.labelSmoothing ?? 0, amp, device }), model, o.ema, st);
   const epochOptions = { loader: o.train, step, schedule, optimizer, epochs, logEvery: o.logEvery ?? 50, progress, files, shouldStop: o.shouldStop };
   model.train();
   for (; st.epoch < epochs; st.epoch++) {
@@ -134,7 +142,7 @@ export async function fit(o: FitOptions): Promise<FitResult> {
       progress.log(`stopped at epoch ${st.epoch + 1}, batch ${st.batch}/${o.train.numBatches}; checkpoint saved to ${files.paths.checkpoint} (continue with --resume)`);
       return { summary: summary(), history: st.run.history, interrupted: true };
     }
-    const test = o.test ? await evaluate(model, o.test, { amp, device, labelSmoothing: o.labelSmoothing, forward: o.evalForward }) : undefined;
+    const test = o.test ? await evaluate(o.ema ?? model, o.test, { amp, device, labelSmoothing: o.labelSmoothing, forward: o.evalForward }) : undefined;
     const rec = epochRecord(st, end, test, optimizer.groups[0]!.lr);
     st.run.history.push(rec);
     files.appendMetric(rec);
@@ -148,6 +156,16 @@ export async function fit(o: FitOptions): Promise<FitResult> {
   files.writeSummary(s);
   files.writeReport(title, st.run.history, s);
   return { summary: s, history: st.run.history, interrupted: false };
+}
+
+/** The step followed by the average's update (timm's model_ema.update(model, step=num_updates)) when the step was applied. */
+function withEma(step: TrainStep, model: Module, ema: ModelEma | undefined, st: FitState): TrainStep {
+  if (!ema) return step;
+  return (b, agree) => {
+    const r = step(b, agree);
+    if (Number.isFinite(r.loss)) ema.update(model, st.globalStep + 1);
+    return r;
+  };
 }
 
 /** The epoch's record: training sums over all ranks, the test numbers, throughput and time. */
