@@ -8,7 +8,7 @@ import { tidy } from '../tensor.ts';
 import * as F from '../nn/functional.ts';
 import { clipGradNorm } from '../optim/clip.ts';
 import { ampForward, topkCorrect } from './evaluate.ts';
-import type { StepFactory, StepResult, TrainStep } from './step.ts';
+import { applyGradients, type StepFactory, type StepResult, type TrainStep } from './step.ts';
 
 /** Sizes of `chunks` near-equal slices of n (the first ones one larger), none empty. */
 export function sliceSizes(n: number, chunks: number): number[] {
@@ -52,13 +52,7 @@ export function accumulatingStep(chunks: number): StepFactory {
         optimizer.zeroGrad();
         return { loss: value, top1: 0, top5: 0 };
       }
-      ddp?.syncGradients();
-      if (scaler) {
-        scaler.step(optimizer);
-      } else {
-        if (clip) clipGradNorm(params, clip);
-        optimizer.step();
-      }
+      applyGradients({ ddp, optimizer, scaler, clip, params });
       return { loss: value, top1, top5 };
     });
   };

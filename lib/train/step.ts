@@ -1,6 +1,6 @@
 // One optimisation step as a replaceable piece: fit() calls a TrainStep per batch. The eager step is
 // the default; a captured (CUDA-graph) step or one that retries with half the batch has the same shape.
-import { tidy, type Device } from '../tensor.ts';
+import { tidy, type Device, type Tensor } from '../tensor.ts';
 import type { Amp } from '../device.ts';
 import * as F from '../nn/functional.ts';
 import type { Module } from '../nn/module.ts';
@@ -40,6 +40,17 @@ export interface StepParts {
 /** Makes the step fit() runs. */
 export type StepFactory = (parts: StepParts) => TrainStep;
 
+/** After backward: averages the gradients over ranks, then the scaler's step, or clipping and the optimizer step. */
+export function applyGradients(o: { ddp?: StepParts['ddp']; optimizer: StepParts['optimizer']; scaler?: StepParts['scaler']; clip?: number; params: Tensor[] }): void {
+  o.ddp?.syncGradients();
+  if (o.scaler) {
+    o.scaler.step(o.optimizer);
+  } else {
+    if (o.clip) clipGradNorm(o.params, o.clip);
+    o.optimizer.step();
+  }
+}
+
 /** Forward, cross-entropy, backward (gradients averaged over ranks), clipping and the optimizer step, run eagerly. */
 export const eagerStep: StepFactory = ({ model, ddp, optimizer, scaler, clipGradNorm: clip, labelSmoothing, amp, device }) => {
   const params = model.parameters();
@@ -51,13 +62,7 @@ export const eagerStep: StepFactory = ({ model, ddp, optimizer, scaler, clipGrad
     if (!Number.isFinite(value)) return { loss: value, top1: 0, top5: 0 };
     optimizer.zeroGrad();
     (scaler ? loss.mul(scaler.scale) : loss).backward();
-    ddp?.syncGradients();
-    if (scaler) {
-      scaler.step(optimizer);
-    } else {
-      if (clip) clipGradNorm(params, clip);
-      optimizer.step();
-    }
+    applyGradients({ ddp, optimizer, scaler, clip, params });
     const [top1, top5] = topkCorrect(logits, b.y, 5);
     return { loss: value, top1, top5 };
   });
