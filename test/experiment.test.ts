@@ -191,6 +191,74 @@ test('results.json and table.md: errors from each run\'s summary.json, sizes fro
   assert.ok(md.includes(`Finding (${{ true: 'reproduced', null: 'partly reproduced', false: 'not reproduced' }[String(reproduced)]}): ${res.finding.text}`));
 });
 
+test('--jobs 2: two runs at a time in child processes; SIGTERM stops both with checkpoints (exit 143), rerunning finishes, and every run equals the one-at-a-time run', async () => {
+  const par = tmp();
+  const parDir = join(par, 'degradation');
+  const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, 'degradation', ...TINY, '--jobs', '2', '--out', par], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (err += d));
+  const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  const t0 = Date.now();
+  // plain20 and plain56 start together; stop once both have begun.
+  while (!(existsSync(join(parDir, 'plain20', 'run.json')) && existsSync(join(parDir, 'plain56', 'run.json')))) {
+    assert.ok(Date.now() - t0 < 120_000, `the runs never started: ${out} ${err}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  child.kill('SIGTERM');
+  assert.is(await done, 143, out + err);
+  const pids = [...out.matchAll(/training in process (\d+)/g)].map((m) => Number(m[1]));
+  assert.is(pids.length, 2, out);
+  for (const pid of pids) assert.throws(() => process.kill(pid, 0), undefined, `child ${pid} outlived the parent`);
+  assert.ok(!existsSync(join(parDir, 'results.json')));
+  assert.ok(!existsSync(join(parDir, 'resnet20', 'run.json')), 'no run starts after the stop');
+  for (const id of ['plain20', 'plain56']) {
+    const d = join(parDir, id);
+    assert.ok(existsSync(join(d, 'summary.json')) || existsSync(join(d, 'checkpoint.safetensors')), `${id} kept neither a checkpoint nor a summary`);
+  }
+
+  const r = run(['degradation', ...TINY, '--jobs', '2', '--out', par]);
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /training [2-4] runs, 2 at a time \(1 thread each\)/);
+  const res = JSON.parse(readFileSync(join(parDir, 'results.json'), 'utf8')) as ExperimentResults;
+  assert.match(res.hardware, /2 runs at a time, 1 thread each/);
+  for (const id of IDS) {
+    const a = JSON.parse(readFileSync(join(expDir, id, 'summary.json'), 'utf8'));
+    const b = JSON.parse(readFileSync(join(parDir, id, 'summary.json'), 'utf8'));
+    assert.equal([b.trainLoss, b.trainAccuracy, b.testLoss, b.testAccuracy], [a.trainLoss, a.trainAccuracy, a.testLoss, a.testAccuracy], id);
+  }
+});
+
+test('--jobs 2: a child killed with SIGKILL fails the experiment naming it (exit 1), the other child stops with its checkpoint, and a rerun finishes', async () => {
+  const par = tmp();
+  const parDir = join(par, 'degradation');
+  const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, 'degradation', ...TINY, '--jobs', '2', '--out', par], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (err += d));
+  const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  const t0 = Date.now();
+  let victim: number | undefined;
+  while (victim === undefined) {
+    assert.ok(Date.now() - t0 < 120_000, `the runs never started: ${out} ${err}`);
+    const started = existsSync(join(parDir, 'plain20', 'run.json')) && existsSync(join(parDir, 'plain56', 'run.json'));
+    if (started) victim = Number(/plain56: training in process (\d+)/.exec(out)?.[1]) || undefined;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  process.kill(victim, 'SIGKILL');
+  assert.is(await done, 1, out + err);
+  assert.match(err, /plain56 failed \(its process was killed by SIGKILL\); rerun the same command/);
+  const pids = [...out.matchAll(/training in process (\d+)/g)].map((m) => Number(m[1]));
+  for (const pid of pids) assert.throws(() => process.kill(pid, 0), undefined, `child ${pid} outlived the parent`);
+  assert.ok(!existsSync(join(parDir, 'results.json')));
+  assert.ok(existsSync(join(parDir, 'plain20', 'summary.json')) || existsSync(join(parDir, 'plain20', 'checkpoint.safetensors')), 'plain20 kept neither a checkpoint nor a summary');
+  const r = run(['degradation', ...TINY, '--jobs', '2', '--out', par]);
+  assert.is(r.status, 0, r.stderr);
+  assert.ok(existsSync(join(parDir, 'results.json')));
+});
+
 test('report.html draws every run\'s curves in headless Chromium (the same page without curves as the control), self-contained', async () => {
   const path = join(expDir, 'report.html');
   const html = readFileSync(path, 'utf8');

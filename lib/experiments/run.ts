@@ -41,6 +41,8 @@ export interface ExperimentOptions {
   quiet: boolean;
   shouldStop: () => boolean;
   log: (line: string) => void;
+  /** Trains the unfinished jobs elsewhere (e.g. `--jobs N` child processes) before the results are read back; false when stopped. */
+  trainJobs?: (pending: ExperimentJob[]) => Promise<boolean>;
 }
 
 /** What results.json holds. */
@@ -107,17 +109,26 @@ function curvesOf(curves: RunResult['curve'][]): RunResult['curve'] {
 /** The directory of a net's run with a seed: DIR/<experiment>/<run>, or <run>-seed<s> when there are several seeds. */
 const runDir = (expDir: string, id: string, seed: number, seeds: number[]): string => join(expDir, seeds.length > 1 ? `${id}-seed${seed}` : id);
 
-/** Trains (or reads back) every run of an experiment; returns undefined when stopped by shouldStop. */
-export async function runExperiment(exp: Experiment, o: ExperimentOptions): Promise<ExperimentResults | undefined> {
-  const data = arrayData(o.train, o.test);
-  const [channels, h, w] = o.train.shape;
-  const trainImages = Math.min(o.train.labels.length, o.recipe.limitTrain ?? Infinity);
-  const testImages = Math.min(o.test.labels.length, o.recipe.limitTest ?? Infinity);
-  const runs = exp.runs(o.scale);
+/** One net of an experiment with one seed, and its run directory. */
+export interface ExperimentJob {
+  run: RunSpec;
+  seed: number;
+  dir: string;
+}
+
+/** A finished job: its summary and metrics, the net's size, and the images it saw. */
+interface JobOutcome {
+  seed: number;
+  summary: RunSummary;
+  history: readonly MetricRecord[];
+  size: Summary;
+  sizes: { trainImages: number; testImages: number };
+}
+
+/** Every job of an experiment (runs in order, each with every seed); a run directory made with another recipe, data or seed is refused here, before any training. */
+export function experimentJobs(exp: Experiment, o: ExperimentOptions): ExperimentJob[] {
   const expDir = join(o.outDir, exp.name);
-  const results: RunResult[] = [];
-  const jobs = runs.flatMap((run) => o.seeds.map((seed) => ({ run, seed, dir: runDir(expDir, run.id, seed, o.seeds) })));
-  // Refuse a mismatched directory before any training starts.
+  const jobs = exp.runs(o.scale).flatMap((run) => o.seeds.map((seed) => ({ run, seed, dir: runDir(expDir, run.id, seed, o.seeds) })));
   for (const { run, seed, dir } of jobs) {
     const path = join(dir, 'run.json');
     if (existsSync(path) && readFileSync(path, 'utf8') !== fingerprint(exp, run, o, seed)) {
@@ -125,41 +136,72 @@ export async function runExperiment(exp: Experiment, o: ExperimentOptions): Prom
         'choose another --out or delete that directory');
     }
   }
+  return jobs;
+}
+
+/** Whether a job has finished (its summary.json exists). */
+export const jobFinished = (job: ExperimentJob): boolean => existsSync(runPaths(job.dir).summary);
+
+/** Trains a job (resuming its checkpoint) or reads it back when it has finished; undefined when stopped by shouldStop. */
+async function runJob(exp: Experiment, o: ExperimentOptions, job: ExperimentJob, tag: string): Promise<JobOutcome | undefined> {
+  const { run, seed, dir } = job;
+  const [channels, h, w] = o.train.shape;
   const size = (model: Module): Summary => summary(model, [1, channels, h, w], { depth: 0 });
+  mkdirSync(dir, { recursive: true });
+  writeFileAtomically(join(dir, 'run.json'), fingerprint(exp, run, o, seed));
+  const { data: runData, recipe } = runSetup(run, o, join(o.outDir, exp.name), arrayData(o.train, o.test), seed);
+  const sizes = { trainImages: Math.min(runData.train.length, recipe.limitTrain ?? Infinity), testImages: Math.min(runData.test.length, recipe.limitTest ?? Infinity) };
+  const ctx: TrainingContext = { device: o.device, channelsLast: o.channelsLast, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
+  const paths = runPaths(dir);
+  if (existsSync(paths.summary)) {
+    o.log(`${tag}: finished earlier, reading ${paths.summary}`);
+    return { seed, ...RunFiles.readFinished(dir), size: size(buildModel(recipe, runData, ctx)), sizes };
+  }
+  const resuming = existsSync(paths.checkpoint);
+  const t = buildTraining(recipe, runData, ctx);
+  const s = size(t.model);
+  o.log(`${tag}: ${resuming ? 'resuming' : 'training'} (${run.model}; ${s.totalParams.toLocaleString('en-US')} params, ${(s.totalMultAdds / 1e6).toFixed(2)} M mult-adds)`);
+  const r = await fit({
+    ...t, outDir: dir, resume: resuming, config: { experiment: exp.name, run: run.id, scale: o.scale, ...recipe }, quiet: o.quiet, shouldStop: o.shouldStop,
+  });
+  return r.interrupted ? undefined : { seed, ...r, size: s, sizes };
+}
+
+/** Trains (or finishes) one job of an experiment, named by run id and seed (what `experiment --job` does in each process of `--jobs N`); false when stopped by shouldStop. */
+export async function runExperimentJob(exp: Experiment, o: ExperimentOptions, id: string, seed: number): Promise<boolean> {
+  const job = experimentJobs(exp, o).find((j) => j.run.id === id && j.seed === seed);
+  if (!job) throw new Error(`${exp.name} has no run ${id} with seed ${seed} (runs: ${exp.runs(o.scale).map((r) => r.id).join(', ')}; seeds: ${o.seeds.join(', ')})`);
+  return (await runJob(exp, o, job, `[${exp.name}] ${id} seed ${seed}`)) !== undefined;
+}
+
+/**
+ * Trains (or reads back) every run of an experiment and gathers the results; undefined when stopped by shouldStop.
+ * With o.trainJobs, the unfinished jobs are handed to it first (e.g. to train them in parallel processes), and
+ * every run is then read back from its directory.
+ */
+export async function runExperiment(exp: Experiment, o: ExperimentOptions): Promise<ExperimentResults | undefined> {
+  const trainImages = Math.min(o.train.labels.length, o.recipe.limitTrain ?? Infinity);
+  const testImages = Math.min(o.test.labels.length, o.recipe.limitTest ?? Infinity);
+  const runs = exp.runs(o.scale);
+  const jobs = experimentJobs(exp, o);
+  if (o.trainJobs) {
+    const pending = jobs.filter((j) => !jobFinished(j));
+    if (pending.length > 0 && !(await o.trainJobs(pending))) return undefined;
+  }
+  const results: RunResult[] = [];
   for (const [i, run] of runs.entries()) {
-    let s: Summary | undefined;
-    let sizes: { trainImages: number; testImages: number } | undefined;
-    const done: { seed: number; summary: RunSummary; history: readonly MetricRecord[] }[] = [];
-    for (const seed of o.seeds) {
-      const dir = runDir(expDir, run.id, seed, o.seeds);
-      mkdirSync(dir, { recursive: true });
-      writeFileAtomically(join(dir, 'run.json'), fingerprint(exp, run, o, seed));
-      const { data: runData, recipe } = runSetup(run, o, expDir, data, seed);
-      sizes ??= { trainImages: Math.min(runData.train.length, recipe.limitTrain ?? Infinity), testImages: Math.min(runData.test.length, recipe.limitTest ?? Infinity) };
-      const ctx: TrainingContext = { device: o.device, channelsLast: o.channelsLast, build: ({ inChannels, numClasses }) => buildRun(run, inChannels, numClasses) };
-      const paths = runPaths(dir);
-      const tag = `[${exp.name} ${i + 1}/${runs.length}] ${run.id}${o.seeds.length > 1 ? ` seed ${seed}` : ''}`;
-      if (!existsSync(paths.summary)) {
-        const resuming = existsSync(paths.checkpoint);
-        const t = buildTraining(recipe, runData, ctx);
-        s ??= size(t.model);
-        o.log(`${tag}: ${resuming ? 'resuming' : 'training'} (${run.model}; ${s.totalParams.toLocaleString('en-US')} params, ${(s.totalMultAdds / 1e6).toFixed(2)} M mult-adds)`);
-        const r = await fit({
-          ...t, outDir: dir, resume: resuming, config: { experiment: exp.name, run: run.id, scale: o.scale, ...recipe }, quiet: o.quiet, shouldStop: o.shouldStop,
-        });
-        if (r.interrupted) return undefined;
-        done.push({ seed, ...r });
-      } else {
-        s ??= size(buildModel(recipe, runData, ctx));
-        o.log(`${tag}: finished earlier, reading ${paths.summary}`);
-        done.push({ seed, ...RunFiles.readFinished(dir) });
-      }
+    const done: JobOutcome[] = [];
+    for (const job of jobs.filter((j) => j.run.id === run.id)) {
+      const r = await runJob(exp, o, job, `[${exp.name} ${i + 1}/${runs.length}] ${run.id}${o.seeds.length > 1 ? ` seed ${job.seed}` : ''}`);
+      if (!r) return undefined;
+      done.push(r);
     }
+    const s = done[0]!.size;
     const seeds = done.map((d) => ({ seed: d.seed, trainError: 1 - d.summary.trainAccuracy!, testError: 1 - d.summary.testAccuracy!, wallTime: d.summary.wallTime }));
     results.push({
-      id: run.id, label: run.label, model: run.model, tags: run.tags, params: s!.totalParams, multAdds: s!.totalMultAdds, epochs: done[0]!.summary.epochs,
+      id: run.id, label: run.label, model: run.model, tags: run.tags, params: s.totalParams, multAdds: s.totalMultAdds, epochs: done[0]!.summary.epochs,
       trainError: mean(seeds.map((x) => x.trainError)), testError: mean(seeds.map((x) => x.testError)),
-      wallTime: Number(seeds.reduce((a, x) => a + x.wallTime, 0).toFixed(2)), curve: curvesOf(done.map((d) => curveOf(d.history))), seeds, ...sizes!,
+      wallTime: Number(seeds.reduce((a, x) => a + x.wallTime, 0).toFixed(2)), curve: curvesOf(done.map((d) => curveOf(d.history))), seeds, ...done[0]!.sizes,
     });
   }
   return {
