@@ -32,7 +32,7 @@ const program = new Command('experiment')
     '  transfer     Yosinski et al. 2014: classes 5-9 from 100 images a class, frozen / fine-tuned / from scratch after pretraining on 0-4\n' +
     '  all          all of them, one after another')
   .addArgument(new Argument('<name>', 'experiment').choices(NAMES))
-  .addOption(new Option('--scale <scale>', 'quick: minutes on 2 CPU cores; medium: all 60k training images, two seeds (degradation: sized for ~80 min on 2 CPU cores, estimated); full: the papers\' schedule, for a GPU').choices(ex.SCALES).default('quick'))
+  .addOption(new Option('--scale <scale>', 'quick: minutes on 2 CPU cores; medium: all 60k training images, two seeds (degradation: 65 min on 2 CPU cores with --jobs 2, measured); full: the papers\' schedule, for a GPU').choices(ex.SCALES).default('quick'))
   .addOption(new Option('--data <name>', 'dataset').choices(ex.DATASETS).default('fashion-mnist'))
   .option('--data-dir <dir>', 'where the dataset files are (default for fashion-mnist: Debian\'s /usr/share/datasets/fashion-mnist)')
   .option('--out <dir>', 'output directory: runs go in <out>/<name>/<run>/', join('runs', 'experiments'))

@@ -1,6 +1,6 @@
 // The training recipe every run of an experiment shares, per scale, as a preset of the one Recipe:
-// `quick` fits 2 CPU cores in minutes, `medium` trains on the whole training set with two seeds (degradation sized for
-// about 80 minutes on 2 CPU cores), `full` is the papers' CIFAR schedule (He et al. 2015 sec. 4.2) for a GPU.
+// `quick` fits 2 CPU cores in minutes, `medium` trains on the whole training set with two seeds (degradation: 65 minutes
+// on 2 CPU cores with `--jobs 2`, measured), `full` is the papers' CIFAR schedule (He et al. 2015 sec. 4.2) for a GPU.
 import type { Recipe } from '../train/recipe.ts';
 import { transferRecipe } from './transfer.ts';
 
