@@ -27,6 +27,18 @@ export const positiveInt = int(1);
 /** The exit code of a run stopped by a signal, 128 + its number as a shell reports it: 130 for SIGINT, 143 for SIGTERM. */
 export const signalExitCode = (signal: NodeJS.Signals): number => 128 + (constants.signals[signal] ?? 0);
 
+/** How a child process ended (its 'exit' event). */
+export interface ChildExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+/** A child's exit as a shell reports it (128 + the signal's number when killed). */
+export const childExitCode = (e: ChildExit): number => e.code ?? (e.signal ? signalExitCode(e.signal) : 1);
+/** A child's end in words, for error messages. */
+export const childCause = (e: ChildExit): string => (e.code !== null ? `exited with code ${e.code}` : `was killed by ${e.signal}`);
+/** A run stopped by SIGINT or SIGTERM saved its checkpoint and exited 130 or 143 (or it finished: 0). */
+export const stoppedCleanly = (code: number): boolean => code === 0 || code === signalExitCode('SIGINT') || code === signalExitCode('SIGTERM');
+
 /**
  * Stops a run cleanly on SIGINT (Ctrl-C) or SIGTERM (kill, systemd, Kubernetes): the first asks for a
  * checkpoint after the step in progress; a second Ctrl-C exits at once without saving. A repeated

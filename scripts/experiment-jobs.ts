@@ -3,7 +3,7 @@
 // CPU cores two single-threaded runs side by side train ~1.5x faster than one run on two threads: these
 // small nets do not keep two threads busy. What a run computes does not depend on where it runs.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { signalExitCode } from './cli.ts';
+import { childCause, childExitCode, stoppedCleanly } from './cli.ts';
 import type { ExperimentJob } from '../lib/experiments/index.ts';
 
 export interface JobPool {
@@ -19,8 +19,6 @@ export interface JobPool {
   /** True once this process was asked to stop (SIGINT or SIGTERM); no further job is started. */
   stopRequested: () => boolean;
 }
-
-const STOPPED = new Set([signalExitCode('SIGINT'), signalExitCode('SIGTERM')]);
 
 /**
  * Runs the pending jobs through a pool of processes; a job whose run starts from another run's weights waits
@@ -73,14 +71,14 @@ export function trainInProcesses(pending: readonly ExperimentJob[], p: JobPool):
           ended = true;
           running.delete(child);
           if (code === 0) p.log(`${tag}: finished (${p.describe(job)})`);
-          else if (STOPPED.has(code)) p.log(`${tag}: stopped, its checkpoint saved`);
+          else if (stoppedCleanly(code)) p.log(`${tag}: stopped, its checkpoint saved`);
           else fail(`${tag} failed (its process ${cause}); rerun the same command to continue from the runs' checkpoints`);
-          if (STOPPED.has(code) && !p.stopRequested()) fail(`${tag} was stopped by a signal from outside; rerun the same command to continue`);
+          if (code !== 0 && stoppedCleanly(code) && !p.stopRequested()) fail(`${tag} was stopped by a signal from outside; rerun the same command to continue`);
           startMore();
           if (running.size === 0) finish();
         };
         child.on('error', (e) => end(1, `could not start: ${e.message}`));
-        child.on('exit', (code, signal) => end(code ?? signalExitCode(signal ?? 'SIGKILL'), code !== null ? `exited with code ${code}` : `was killed by ${signal}`));
+        child.on('exit', (code, signal) => end(childExitCode({ code, signal }), childCause({ code, signal })));
       }
     };
     startMore();

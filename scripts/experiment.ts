@@ -113,9 +113,9 @@ function loadSplits(f: Flags) {
 }
 
 /** The command line of a --jobs child: this experiment, the same recipe flags and seeds, one run, its share of the threads. */
-function childArgs(name: string, f: Flags, seeds: number[], job: { run: { id: string }; seed: number }): string[] {
+function childArgs(name: string, f: Flags, seeds: number[], threads: number, job: { run: { id: string }; seed: number }): string[] {
   const a = [process.argv[1]!, name, '--job', `${job.run.id}@${job.seed}`, '--scale', f.scale, '--data', f.data, '--out', f.out, '--seeds', seeds.join(','),
-    '--threads', String(Math.max(1, Math.floor(f.threads / f.jobs))), '--device', f.device, '--quiet'];
+    '--threads', String(threads), '--device', f.device, '--quiet'];
   if (f.dataDir) a.push('--data-dir', f.dataDir);
   if (f.amp) a.push('--amp', f.amp);
   if (f.channelsLast) a.push('--channels-last');
@@ -126,11 +126,12 @@ function childArgs(name: string, f: Flags, seeds: number[], job: { run: { id: st
 async function main(): Promise<void> {
   const { names, f } = parse();
   if (f.plan) return plan(names, f);
-  setNumThreads(f.job !== undefined || f.jobs === 1 ? f.threads : Math.max(1, Math.floor(f.threads / f.jobs)));
+  // Each of --jobs N processes gets its share of the threads (a --job child is run with --jobs 1 and that share).
+  const perJob = Math.max(1, Math.floor(f.threads / f.jobs));
+  setNumThreads(perJob);
   const splits = loadSplits(f);
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
   const format = `${f.amp ?? 'fp32'}${f.channelsLast ? ', channels-last' : ''}`;
-  const perJob = Math.max(1, Math.floor(f.threads / f.jobs));
   const threads = f.jobs > 1 ? `${f.jobs} runs at a time, ${perJob} thread${perJob > 1 ? 's' : ''} each` : `${f.threads} thread${f.threads > 1 ? 's' : ''}`;
   const hardware = f.device === 'cuda' ? `CUDA, ${f.threads} CPU threads, ${format}` : `CPU, ${threads} (${cpu}), ${format}`;
   const stop = stopOnSignals('; rerun the same command to continue');
@@ -157,7 +158,7 @@ async function main(): Promise<void> {
       };
       options.trainJobs = (pending) => {
         log(`[${name}] training ${pending.length} run${pending.length > 1 ? 's' : ''}, ${f.jobs} at a time (${perJob} thread${perJob > 1 ? 's' : ''} each)`);
-        return trainInProcesses(pending, { jobs: f.jobs, args: (j) => childArgs(name, f, seeds, j), tag, describe, log, stopRequested: stop.requested });
+        return trainInProcesses(pending, { jobs: f.jobs, args: (j) => childArgs(name, f, seeds, perJob, j), tag, describe, log, stopRequested: stop.requested });
       };
     }
     const res = await ex.runExperiment(exp, options);

@@ -2,7 +2,7 @@
 // ranks. Node modules only: the launcher never loads libtorch.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { signalExitCode } from './cli.ts';
+import { childCause, childExitCode, stoppedCleanly, type ChildExit } from './cli.ts';
 
 /** A free TCP port on the loopback interface, for the rendezvous of local ranks. */
 function freePort(): Promise<number> {
@@ -16,15 +16,6 @@ function freePort(): Promise<number> {
   });
 }
 
-interface RankExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-const exitCode = (e: RankExit): number => e.code ?? (e.signal ? signalExitCode(e.signal) : 1);
-const cause = (e: RankExit): string => (e.code !== null ? `exited with code ${e.code}` : `was killed by ${e.signal}`);
-// A rank stopped by SIGINT or SIGTERM saved its checkpoint and exited 130 or 143.
-const stoppedCleanly = (code: number): boolean => code === 0 || code === signalExitCode('SIGINT') || code === signalExitCode('SIGTERM');
 
 /**
  * Runs o.script with o.args (this script's arguments) and o.extra as ranks 0..n-1 with RANK, LOCAL_RANK, WORLD_SIZE,
@@ -37,7 +28,7 @@ export async function launch(n: number, o: { script: string; args: string[]; ext
   const masterPort = o.port ?? (await freePort());
   if (!o.quiet) console.log(`launching ${n} ranks (MASTER_ADDR=127.0.0.1 MASTER_PORT=${masterPort}, backend ${o.backend})`);
   const children: ChildProcess[] = [];
-  const exits: (RankExit | undefined)[] = new Array(n).fill(undefined);
+  const exits: (ChildExit | undefined)[] = new Array(n).fill(undefined);
   let failed: number | undefined;
   await new Promise<void>((resolve) => {
     let left = n;
@@ -47,7 +38,7 @@ export async function launch(n: number, o: { script: string; args: string[]; ext
       children.push(child);
       child.on('exit', (code, signal) => {
         exits[r] = { code, signal };
-        if (failed === undefined && !stoppedCleanly(exitCode(exits[r]!))) {
+        if (failed === undefined && !stoppedCleanly(childExitCode(exits[r]!))) {
           failed = r;
           for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
         }
@@ -60,13 +51,13 @@ export async function launch(n: number, o: { script: string; args: string[]; ext
       });
     }
   });
-  const done = exits as RankExit[];
+  const done = exits as ChildExit[];
   if (failed !== undefined) {
     done.forEach((e, r) => {
-      if (!stoppedCleanly(exitCode(e))) process.stderr.write(`train: rank ${r} ${cause(e)}${r !== failed && e.signal === 'SIGKILL' ? ` (stopped by the launcher after rank ${failed} failed)` : ''}\n`);
+      if (!stoppedCleanly(childExitCode(e))) process.stderr.write(`train: rank ${r} ${childCause(e)}${r !== failed && e.signal === 'SIGKILL' ? ` (stopped by the launcher after rank ${failed} failed)` : ''}\n`);
     });
-    return exitCode(done[failed]!);
+    return childExitCode(done[failed]!);
   }
-  const codes = done.map(exitCode);
+  const codes = done.map(childExitCode);
   return codes.find((c) => c !== 0) ?? 0;
 }

@@ -191,7 +191,11 @@ test('results.json and table.md: errors from each run\'s summary.json, sizes fro
   assert.ok(md.includes(`Finding (${{ true: 'reproduced', null: 'partly reproduced', false: 'not reproduced' }[String(reproduced)]}): ${res.finding.text}`));
 });
 
-test('--jobs 2: two runs at a time in child processes; SIGTERM stops both with checkpoints (exit 143), rerunning finishes, and every run equals the one-at-a-time run', async () => {
+/** The pids of the `--jobs` children, from the parent's log. */
+const childPids = (log: string): number[] => [...log.matchAll(/training in process (\d+)/g)].map((m) => Number(m[1]));
+
+/** Starts a tiny `degradation --jobs 2` run in a fresh directory and waits until plain20 and plain56, which start together, have both begun. */
+async function startJobsRun() {
   const par = tmp();
   const parDir = join(par, 'degradation');
   const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, 'degradation', ...TINY, '--jobs', '2', '--out', par], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -201,15 +205,20 @@ test('--jobs 2: two runs at a time in child processes; SIGTERM stops both with c
   child.stderr!.on('data', (d) => (err += d));
   const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
   const t0 = Date.now();
-  // plain20 and plain56 start together; stop once both have begun.
-  while (!(existsSync(join(parDir, 'plain20', 'run.json')) && existsSync(join(parDir, 'plain56', 'run.json')))) {
+  const started = (): boolean => ['plain20', 'plain56'].every((id) => existsSync(join(parDir, id, 'run.json')) && new RegExp(`${id}: training in process \\d+`).test(out));
+  while (!started()) {
     assert.ok(Date.now() - t0 < 120_000, `the runs never started: ${out} ${err}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+  return { par, parDir, child, done, out: () => out, err: () => err };
+}
+
+test('--jobs 2: two runs at a time in child processes; SIGTERM stops both with checkpoints (exit 143), rerunning finishes, and every run equals the one-at-a-time run', async () => {
+  const { par, parDir, child, done, out, err } = await startJobsRun();
   child.kill('SIGTERM');
-  assert.is(await done, 143, out + err);
-  const pids = [...out.matchAll(/training in process (\d+)/g)].map((m) => Number(m[1]));
-  assert.is(pids.length, 2, out);
+  assert.is(await done, 143, out() + err());
+  const pids = childPids(out());
+  assert.is(pids.length, 2, out());
   for (const pid of pids) assert.throws(() => process.kill(pid, 0), undefined, `child ${pid} outlived the parent`);
   assert.ok(!existsSync(join(parDir, 'results.json')));
   assert.ok(!existsSync(join(parDir, 'resnet20', 'run.json')), 'no run starts after the stop');
@@ -231,26 +240,13 @@ test('--jobs 2: two runs at a time in child processes; SIGTERM stops both with c
 });
 
 test('--jobs 2: a child killed with SIGKILL fails the experiment naming it (exit 1), the other child stops with its checkpoint, and a rerun finishes', async () => {
-  const par = tmp();
-  const parDir = join(par, 'degradation');
-  const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, 'degradation', ...TINY, '--jobs', '2', '--out', par], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
-  const t0 = Date.now();
-  let victim: number | undefined;
-  while (victim === undefined) {
-    assert.ok(Date.now() - t0 < 120_000, `the runs never started: ${out} ${err}`);
-    const started = existsSync(join(parDir, 'plain20', 'run.json')) && existsSync(join(parDir, 'plain56', 'run.json'));
-    if (started) victim = Number(/plain56: training in process (\d+)/.exec(out)?.[1]) || undefined;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const { par, parDir, done, out, err } = await startJobsRun();
+  const victim = Number(/plain56: training in process (\d+)/.exec(out())?.[1]);
+  assert.ok(victim > 0, out());
   process.kill(victim, 'SIGKILL');
-  assert.is(await done, 1, out + err);
-  assert.match(err, /plain56 failed \(its process was killed by SIGKILL\); rerun the same command/);
-  const pids = [...out.matchAll(/training in process (\d+)/g)].map((m) => Number(m[1]));
+  assert.is(await done, 1, out() + err());
+  assert.match(err(), /plain56 failed \(its process was killed by SIGKILL\); rerun the same command/);
+  const pids = childPids(out());
   for (const pid of pids) assert.throws(() => process.kill(pid, 0), undefined, `child ${pid} outlived the parent`);
   assert.ok(!existsSync(join(parDir, 'results.json')));
   assert.ok(existsSync(join(parDir, 'plain20', 'summary.json')) || existsSync(join(parDir, 'plain20', 'checkpoint.safetensors')), 'plain20 kept neither a checkpoint nor a summary');

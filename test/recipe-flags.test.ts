@@ -14,6 +14,7 @@ import { loadSafetensors } from '../lib/io/index.ts';
 import { arrayData, buildModel, buildTraining, checkpointWeights, fit, RunFiles, type Recipe, type StepFactory, eagerStep } from '../lib/train/index.ts';
 import type { ArrayDataset } from '../lib/data/index.ts';
 import { root, tmp } from './helpers.ts';
+import { mirror } from './fixtures/mirror.ts';
 
 const values = (t: Tensor): number[] => Array.from(t.toArray() as ArrayLike<number | bigint>, Number);
 
@@ -39,14 +40,6 @@ const CTX = { device: 'cpu' as const, build, workers: 0 };
 /** Every state-dict entry as float64 numbers. */
 const snapshot = (m: Module): Record<string, number[]> => Object.fromEntries(Object.entries(m.stateDict()).map(([k, t]) => [k, values(t)]));
 
-/** The batch mirrored left-right element by element in JS. */
-function mirror(x: Tensor): Tensor {
-  const [n, c, h, w] = x.shape as [number, number, number, number];
-  const src = values(x);
-  const out = new Float32Array(src.length);
-  for (let i = 0; i < n * c * h; i++) for (let j = 0; j < w; j++) out[i * w + j] = src[i * w + (w - 1 - j)]!;
-  return tensor(out, { shape: [n, c, h, w] });
-}
 
 /** Mean cross-entropy (with label smoothing eps) and correct top-1 of logits rows, in float64. */
 function crossEntropy(logits: number[], labels: number[], classes: number, eps = 0): { loss: number; correct: number } {

@@ -3,17 +3,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { models, data, train, tensor, rand, noGrad, Tensor } from '../lib/index.ts';
+import { mirror } from './fixtures/mirror.ts';
 
 const values = (t: Tensor): number[] => Array.from(t.toArray() as Float32Array);
 
-/** The batch mirrored left-right, element by element in JS. */
-function mirror(x: Tensor): Tensor {
-  const [n, c, h, w] = x.shape as [number, number, number, number];
-  const src = values(x);
-  const out = new Float32Array(src.length);
-  for (let i = 0; i < n * c * h; i++) for (let j = 0; j < w; j++) out[i * w + j] = src[i * w + (w - 1 - j)]!;
-  return tensor(out, { shape: [n, c, h, w] });
-}
 
 const model = models.resnet20({ inChannels: 1, numClasses: 5 }).eval();
 const x = rand([3, 1, 28, 28]);
