@@ -11,9 +11,9 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
   default: {},
   best: {
     model: 'resnet20',
-    // 27 epochs: ≈ 88 s each as two single-thread ranks on 2 EPYC cores (README), ≈ 40 min with room under 45;
-    // 30 epochs reached 94.93 %, ≥ 94.5 % from epoch 25.
-    epochs: 27,
+    // 25 epochs: 88–100 s each as two single-thread ranks on 2 EPYC cores (README), ≈ 40 min with room under 45
+    // for a slow epoch; 27 epochs took 45 min 52 s (94.89 %), 30 epochs reached ≥ 94.5 % from epoch 25.
+    epochs: 25,
     batchSize: 128,
     optimizer: 'sgd',
     lr: 0.1,
