@@ -29,7 +29,7 @@ const presetFlags = (name: string): string => Object.entries(train.PRESETS[name]
 
 const program = new Command('train')
   .description('Train a ResNet/ResNeXt on Fashion-MNIST (default), MNIST, CIFAR-10/100 or an image folder.')
-  .addOption(new Option('--recipe <name>', `a named recipe whose values the other flags override; best: ${presetFlags('best')}`).choices(Object.keys(train.PRESETS)).default('default'))
+  .addOption(new Option('--recipe <name>', `a named recipe whose values the other flags override; best: ${presetFlags('best')} (on 2 CPU cores add --nproc-per-node 2 --batch-size 64 --channels-last: 94.66 % in 39 min on an AMD EPYC, README)`).choices(Object.keys(train.PRESETS)).default('default'))
   .option('--model <name>', `model from the registry (${models.list().length} names, e.g. resnet20, resnet56, resnet18)`, 'resnet20')
   .option('--data <name|folder>', 'fashion-mnist | mnist | cifar10 | cifar100 | a folder of class folders', 'fashion-mnist')
   .option('--data-dir <dir>', 'where the dataset files are (default for fashion-mnist: Debian\'s /usr/share/datasets/fashion-mnist)')
