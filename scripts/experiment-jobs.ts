@@ -71,9 +71,10 @@ export function trainInProcesses(pending: readonly ExperimentJob[], p: JobPool):
           ended = true;
           running.delete(child);
           if (code === 0) p.log(`${tag}: finished (${p.describe(job)})`);
-          else if (stoppedCleanly(code)) p.log(`${tag}: stopped, its checkpoint saved`);
-          else fail(`${tag} failed (its process ${cause}); rerun the same command to continue from the runs' checkpoints`);
-          if (code !== 0 && stoppedCleanly(code) && !p.stopRequested()) fail(`${tag} was stopped by a signal from outside; rerun the same command to continue`);
+          else if (stoppedCleanly(code)) {
+            p.log(`${tag}: stopped, its checkpoint saved`);
+            if (!p.stopRequested()) fail(`${tag} was stopped by a signal from outside; rerun the same command to continue`);
+          } else fail(`${tag} failed (its process ${cause}); rerun the same command to continue from the runs' checkpoints`);
           startMore();
           if (running.size === 0) finish();
         };

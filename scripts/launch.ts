@@ -16,7 +16,6 @@ function freePort(): Promise<number> {
   });
 }
 
-
 /**
  * Runs o.script with o.args (this script's arguments) and o.extra as ranks 0..n-1 with RANK, LOCAL_RANK, WORLD_SIZE,
  * MASTER_ADDR and MASTER_PORT set. The ranks run in their own process groups, so each SIGINT or SIGTERM

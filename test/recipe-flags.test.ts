@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { noGrad, tensor, Tensor } from '../lib/index.ts';
+import { noGrad, Tensor } from '../lib/index.ts';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU, Sequential, type Module } from '../lib/nn/index.ts';
 import { loadSafetensors } from '../lib/io/index.ts';
 import { arrayData, buildModel, buildTraining, checkpointWeights, fit, RunFiles, type Recipe, type StepFactory, eagerStep } from '../lib/train/index.ts';
@@ -39,7 +39,6 @@ const CTX = { device: 'cpu' as const, build, workers: 0 };
 
 /** Every state-dict entry as float64 numbers. */
 const snapshot = (m: Module): Record<string, number[]> => Object.fromEntries(Object.entries(m.stateDict()).map(([k, t]) => [k, values(t)]));
-
 
 /** Mean cross-entropy (with label smoothing eps) and correct top-1 of logits rows, in float64. */
 function crossEntropy(logits: number[], labels: number[], classes: number, eps = 0): { loss: number; correct: number } {

@@ -7,7 +7,6 @@ import { mirror } from './fixtures/mirror.ts';
 
 const values = (t: Tensor): number[] => Array.from(t.toArray() as Float32Array);
 
-
 const model = models.resnet20({ inChannels: 1, numClasses: 5 }).eval();
 const x = rand([3, 1, 28, 28]);
 const [plain, flipped] = noGrad(() => [values(model.forward(x)), values(model.forward(mirror(x)))]);
