@@ -7,6 +7,9 @@
 
 #include "tensor.h"
 
+// OpenMP 5.0's omp_pause_resource_all, from the libgomp libtorch links (weak: null where libtorch has no OpenMP).
+extern "C" int omp_pause_resource_all(int kind) __attribute__((weak));
+
 namespace rts {
 
 namespace {
@@ -102,6 +105,14 @@ void registerAutograd(Napi::Env env, Napi::Object exports) {
     at::set_num_threads(static_cast<int>(n));
   });
   def(env, exports, "getNumThreads", [](Args& a) { return at::get_num_threads(); });
+  // Ends the calling thread's OpenMP worker threads (omp_pause_resource_all(omp_pause_soft)); the next parallel
+  // region starts new ones. libgomp stops spin-waiting at barriers (1,000 spins instead of 300,000) in every
+  // team of the process while its pools hold more threads than there are CPUs, so an idle pool left on the
+  // main thread slows a session Worker's own team; releasing it removes that. False where there is no OpenMP.
+  def(env, exports, "releaseThreadPool", [](Args& a) {
+    if (omp_pause_resource_all == nullptr) return false;
+    return omp_pause_resource_all(1 /* omp_pause_soft */) == 0;
+  });
   def(env, exports, "torchVersion", [](Args& a) { return std::string(TORCH_VERSION); });
 }
 

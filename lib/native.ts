@@ -267,6 +267,7 @@ export const OPS = {
   setRngState: fn<(state: H) => void>('state'),
   setNumThreads: fn<(n: number) => void>('n'),
   getNumThreads: fn<() => number>(),
+  releaseThreadPool: fn<() => boolean>(),
   torchVersion: fn<() => string>(),
 
   // ---- devices (cpp/cuda.cc) ----

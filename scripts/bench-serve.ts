@@ -3,13 +3,14 @@
 // images/s, p50/p99 latency, the mean batch size and the server's event-loop delay p99 (prom-client's
 // monitorEventLoopDelay, reset by each /metrics scrape, so one scrape before and one after a case bound it).
 //   npm run bench:serve -- --model resnet50 --duration 15
+import './omp-passive.ts'; // first: before the addon (and its libgomp) loads
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Result as LoadResult } from 'autocannon';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import sharp from 'sharp';
 import { session } from '../lib/inference/index.ts';
 import { io, models, randn, torchVersion } from '../lib/index.ts';
@@ -29,7 +30,7 @@ async function loadGenerator(): Promise<void> {
   })).default;
 }
 
-interface Options { model: string; duration: number; maxRequests: number; clients: number[]; threads?: number; output: string; delay: number }
+interface Options { model: string; duration: number; maxRequests: number; clients: number[]; threads?: number; amp?: 'bf16' | 'fp16'; output: string; delay: number }
 interface Case { batching: 'on' | 'off'; clients: number; imagesPerSecond: number; p50Ms: number; p99Ms: number; meanBatch: number; eventLoopP99Ms: number; ok: number; failed: number }
 
 /** A running server and how to read its metrics. */
@@ -93,9 +94,10 @@ async function measure(s: Server, batching: 'on' | 'off', clients: number, body:
 }
 
 // The model alone in an inference session (the server's Worker, without HTTP, decoding or batching),
-// batch 1 against batch n, alternating: the ceiling of what batching can gain on this machine.
-async function modelOnly(model: Module, n: number, seconds: number, threads?: number): Promise<{ batch1ImagesPerSecond: number; batchNImagesPerSecond: number; n: number }> {
-  const s = await session(model, { threads, maxBatch: n });
+// batch 1 against batch n, alternating: the ceiling of what batching can gain on this machine. It runs what
+// the server runs: the fused inference copy (serve's default), in the same precision.
+async function modelOnly(model: Module, n: number, seconds: number, threads?: number, amp?: 'bf16' | 'fp16'): Promise<{ batch1ImagesPerSecond: number; batchNImagesPerSecond: number; n: number }> {
+  const s = await session(model, { threads, maxBatch: n, amp, optimize: true });
   const rate = async (b: number): Promise<number> => {
     const x = randn([b, 3, 224, 224]);
     (await s.run(x)).dispose();
@@ -139,6 +141,7 @@ async function main(): Promise<void> {
     .option('--clients <list>', 'concurrent clients, comma-separated', ints, [1, 8, 32])
     .option('--delay <ms>', '--max-delay-ms of the batching server', positiveInt, 5)
     .option('--threads <n>', 'libtorch threads of the server (default: all cores)', positiveInt)
+    .addOption(new Option('--amp <dtype>', "the servers' --amp (bf16: the fused bfloat16 net; pays on CPUs with AMX)").choices(['bf16', 'fp16']))
     .option('--output <file>', 'JSON file to write (its "serve" key; other keys are kept)', 'bench.json')
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .showHelpAfterError();
@@ -152,13 +155,13 @@ async function main(): Promise<void> {
     const model = models.create(o.model).eval();
     io.saveSafetensors(weights, model.stateDict());
     console.log(`${o.model} alone, batch 1 vs 32 ...`);
-    const alone = await modelOnly(model, 32, o.duration, o.threads);
+    const alone = await modelOnly(model, 32, o.duration, o.threads, o.amp);
     model.dispose();
     // A photo-sized JPEG (ImageNet's typical 500x375), smooth noise so that decoding does real work.
     const px = Buffer.alloc(500 * 375 * 3);
     for (let i = 0, s = 1; i < px.length; i++) px[i] = (s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 24;
     const body = await sharp(px, { raw: { width: 500, height: 375, channels: 3 } }).blur(2).jpeg({ quality: 90 }).toBuffer();
-    const common = ['--model', o.model, '--weights', weights, '--queue', '1024', ...(o.threads ? ['--threads', String(o.threads)] : [])];
+    const common = ['--model', o.model, '--weights', weights, '--queue', '1024', ...(o.threads ? ['--threads', String(o.threads)] : []), ...(o.amp ? ['--amp', o.amp] : [])];
     const on = await start([...common, '--max-batch', '32', '--max-delay-ms', String(o.delay)]);
     servers.push(on);
     const off = await start([...common, '--max-batch', '1', '--max-delay-ms', '0']);
@@ -184,14 +187,14 @@ async function main(): Promise<void> {
       'event-loop delay p99 < 50 ms (batching on, every client count)': cases.filter((c) => c.batching === 'on').every((c) => c.eventLoopP99Ms < 50),
     };
     const result = {
-      date: new Date().toISOString(), cpu: cpuModel(), node: process.version, torch: torchVersion(), model: o.model,
+      date: new Date().toISOString(), cpu: cpuModel(), node: process.version, torch: torchVersion(), model: o.model, amp: o.amp ?? 'fp32',
       image: '500x375 JPEG', durationPerCaseS: o.duration, maxDelayMs: o.delay, cases, speedupByClients: ratios, targets,
       modelAlone: { ...alone, ratio: alone.batchNImagesPerSecond / alone.batch1ImagesPerSecond },
       note: 'event-loop p99 is prom-client\'s monitorEventLoopDelay (10 ms resolution, which its values include)',
     };
     const prev = existsSync(o.output) ? JSON.parse(readFileSync(o.output, 'utf8')) : {};
     writeFileSync(o.output, `${JSON.stringify({ ...prev, serve: result }, null, 2)}\n`);
-    console.log(`\n${result.cpu}, ${result.date.slice(0, 10)}, ${o.model}, node ${process.version}, libtorch ${result.torch}\n`);
+    console.log(`\n${result.cpu}, ${result.date.slice(0, 10)}, ${o.model} ${result.amp}, node ${process.version}, libtorch ${result.torch}\n`);
     console.log('| clients | batching on: images/s | p50 / p99 ms | mean batch | batching off: images/s | p50 / p99 ms | speed-up | event-loop p99 (on) |');
     console.log('|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const n of o.clients) {

@@ -1,6 +1,7 @@
 // resnet-ts serve: an HTTP classification server with dynamic batching, a page, /healthz and /metrics.
 //   npm run serve -- --model resnet50 --weights resnet50-11ad3fa6.pth --port 8080
 //   curl --data-binary @cat.jpg 'http://127.0.0.1:8080/v1/classify?k=5'
+import './omp-passive.ts'; // first: before the addon (and its libgomp) loads
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { session } from '../lib/inference/index.ts';
 import { createClassifyServer } from '../lib/serve/index.ts';

@@ -92,6 +92,7 @@ def main():
     p.add_argument("--no-decay-bn-bias", action="store_true", help="no weight decay on BN weights and biases")
     p.add_argument("--warmup", type=float, default=0.0, help="linear warm-up epochs (from 0.1 x lr)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--amp", choices=["bf16"], help="mixed precision: torch.autocast('cpu', bfloat16) around forward and loss")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target", type=float, help="stop after the first epoch whose test accuracy (a fraction) reaches this")
@@ -132,7 +133,8 @@ def main():
                 x[m] = x[m].flip(3)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            loss = F.cross_entropy(model(x), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+                loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -142,7 +144,9 @@ def main():
         correct = 0
         with torch.no_grad():
             for b in range(0, len(xte), 500):
-                correct += (model(norm(xte[b : b + 500])).argmax(1) == yte[b : b + 500]).sum().item()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+                    logits = model(norm(xte[b : b + 500]))
+                correct += (logits.argmax(1) == yte[b : b + 500]).sum().item()
         acc = correct / len(xte)
         now = time.perf_counter()
         # Per epoch: its training seconds and its seconds with the evaluation, as resnet-ts's metrics.jsonl has them.
@@ -150,7 +154,7 @@ def main():
         print(f"epoch {epoch + 1}/{a.epochs}: test top1 {100 * acc:.2f}% ({now - t0:.1f}s)", flush=True)
         if a.target is not None and acc >= a.target:
             break
-    result = {"testAccuracy": acc, "epochs": len(history), "seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__, "threads": a.threads, "history": history}
+    result = {"testAccuracy": acc, "epochs": len(history), "seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__, "threads": a.threads, "amp": a.amp, "history": history}
     print(json.dumps(result))
     if a.output:
         with open(a.output, "w") as f:

@@ -2,12 +2,13 @@
 // Proofs without timing: a forward held on an Atomics latch while the main thread runs callbacks and ops;
 // the Worker's own view of every parameter's data pointer; results and error messages equal to the
 // synchronous path's.
+import { readdirSync } from 'node:fs';
 import sharp from 'sharp';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { decodeImage } from '../lib/data/index.ts';
 import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, evalBatch } from '../lib/data/imagenet.ts';
-import { explain, inference, memory, models, nn, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
+import { explain, getNumThreads, inference, memory, models, nn, noGrad, randn, setNumThreads, tidy, type Tensor } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import { softmax } from '../lib/nn/functional.ts';
 import { Exit, Latch, PointerProbe } from './fixtures/session-modules.ts';
@@ -129,6 +130,40 @@ test('workers: 2 runs the forward on two Workers at once, over the same weights'
   const ref = noGrad(() => inner.forward(x));
   for (const y of await Promise.all(runs)) assert.ok(y.equal(ref));
   await s.close();
+});
+
+// libgomp counts the threads of every pool in the process and, once they outnumber the CPUs, stops spin-waiting
+// in all teams; an idle pool left on the main thread by its own ops then slows the Worker's team. A session
+// ends this thread's idle OpenMP workers before it hands out a job (native.releaseThreadPool).
+const threadCount = (): number => readdirSync('/proc/self/task').length;
+async function until(cond: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  return cond();
+}
+const parallelOp = (): void => tidy(() => void randn([1 << 22]).add(1)); // 4 M elements: aten splits it over the threads
+
+test('releaseThreadPool ends this thread\'s idle OpenMP threads; a session does so before each job', async () => {
+  const threads = getNumThreads();
+  setNumThreads(2);
+  const s = await inference.session(small(), { threads: 2 });
+  const x = randn([2, 3, 32, 32]);
+  try {
+    (await s.run(x)).dispose(); // the Worker's own team exists from here on
+    parallelOp();
+    const withPool = threadCount();
+    assert.is(native.releaseThreadPool(), true, 'libtorch\'s libgomp has omp_pause_resource_all');
+    assert.ok(await until(() => threadCount() < withPool), `the pool's thread ends (${withPool} -> ${threadCount()})`);
+    const without = threadCount();
+    parallelOp();
+    assert.ok(threadCount() > without, 'the next parallel op starts the pool again');
+    const again = threadCount();
+    (await s.run(x)).dispose();
+    assert.ok(await until(() => threadCount() < again), `a job ends it (${again} -> ${threadCount()})`);
+  } finally {
+    x.dispose();
+    await s.close();
+    setNumThreads(threads);
+  }
 });
 
 test('a Worker that dies fails its run and every later one with the reason; close() still resolves', async () => {
