@@ -45,6 +45,7 @@ async function main(): Promise<void> {
     .option('--resize <n>', "shorter side before the crop (default: the weights' eval preset, else 256)", positiveInt)
     .option('--crop <n>', "center crop size (default: the weights' eval preset, else 224)", positiveInt)
     .option('--no-optimize', "run the model's own forward instead of its fused inference copy (CPU: BatchNorm folded, oneDNN kernels)")
+    .addHelpText('after', '\nEnvironment: OMP_WAIT_POLICY (default here PASSIVE: the model\'s OpenMP threads sleep between ops, leaving the\ncores to decoding; ACTIVE spins, which pays only when one request at a time arrives).')
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .showHelpAfterError();
   program.parse(process.argv);
