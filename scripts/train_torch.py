@@ -118,6 +118,9 @@ def main():
             return a.lr * (0.1 + 0.9 * s / warm)
         return a.lr * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
 
+    # --amp bf16: forward and loss under CPU autocast, in training and evaluation alike.
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16")
+
     t0 = time.perf_counter()
     step = 0
     history = []
@@ -133,7 +136,7 @@ def main():
                 x[m] = x[m].flip(3)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+            with autocast():
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,7 +147,7 @@ def main():
         correct = 0
         with torch.no_grad():
             for b in range(0, len(xte), 500):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+                with autocast():
                     logits = model(norm(xte[b : b + 500]))
                 correct += (logits.argmax(1) == yte[b : b + 500]).sum().item()
         acc = correct / len(xte)
