@@ -13,6 +13,7 @@
         "cpp/handles.cc",
         "cpp/share.cc",
         "cpp/fused.cc",
+        "cpp/dnnl_conv.cc",
         "cpp/cpu_cache.cc"
       ],
       "include_dirs": [
@@ -28,7 +29,7 @@
       ],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++1y", "-std=gnu++20"],
-      "cflags_cc": ["-std=c++20", "-frtti", "-fexceptions", "-O2", "-Wno-unused-parameter", "-Wno-deprecated-declarations"],
+      "cflags_cc": ["-std=c++20", "-frtti", "-fexceptions", "-O2", "-Wno-unused-parameter", "-Wno-deprecated-declarations", "<!@(node scripts/libtorch.mjs --cflags)"],
       "ldflags": ["<!@(node scripts/libtorch.mjs --ldflags)"],
       "libraries": ["<!@(node scripts/libtorch.mjs --libs)"]
     }

@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rts::registerDistributed(env, exports);
   rts::registerShare(env, exports);
   rts::registerFused(env, exports);
+  rts::registerDnnl(env, exports);
   rts::registerCpuCache(env, exports);
   return exports;
 }

@@ -142,6 +142,7 @@ void registerCuda(Napi::Env env, Napi::Object exports);
 void registerDistributed(Napi::Env env, Napi::Object exports);
 void registerShare(Napi::Env env, Napi::Object exports);
 void registerFused(Napi::Env env, Napi::Object exports);
+void registerDnnl(Napi::Env env, Napi::Object exports);
 void installCpuCache();
 void emptyCpuCache();
 void registerCpuCache(Napi::Env env, Napi::Object exports);

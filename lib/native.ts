@@ -327,6 +327,12 @@ export const OPS = {
   packedLayout: fn<(packed: H) => H>('packed'),
   convFused: fn<(input: H, weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean) => H>('input', 'weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'relu'),
   convFusedAdd: fn<(input: H, other: H, weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, relu: boolean) => H>('input', 'other', 'weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'relu'),
+  // ---- convolutions planned once on the system oneDNN (cpp/dnnl_conv.cc; only where the addon was built with it) ----
+  dnnlAvailable: fn<() => boolean>(),
+  dnnlVersion: fn<() => string>(),
+  dnnlConvPlan: fn<(weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints, relu: boolean, add: boolean, like: Opt<H>, inPlace?: boolean) => H>('weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'inputSize', 'relu', 'add', 'like', 'inPlace'),
+  dnnlPlanImpl: fn<(plan: H) => string>('plan'),
+  dnnlConvRun: fn<(plan: H, input: H, other: Opt<H>) => H>('plan', 'input', 'other'),
   cpuCacheStats: fn<() => { cachedBytes: number; cachedBlocks: number; liveBlocks: number; hits: number; misses: number; limitBytes: number }>(),
   cpuCacheEmpty: fn<() => void>(),
 };

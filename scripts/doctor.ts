@@ -10,7 +10,7 @@ import { cpuInfo, describeCpu } from '../lib/cpu.ts';
 import { FASHION_MNIST_DIR } from '../lib/data/fashion-mnist.ts';
 import { buildTools, type Libtorch } from './build-tools.ts';
 
-interface AddonInfo { torchVersion(): string; cudaBuilt(): boolean; cudaIsAvailable(): boolean; cudaDeviceCount(): number }
+interface AddonInfo { torchVersion(): string; cudaBuilt(): boolean; cudaIsAvailable(): boolean; cudaDeviceCount(): number; dnnlAvailable?(): boolean; dnnlVersion?(): string }
 
 const program = new Command('doctor')
   .description('Print what resnet-ts found (Node, libtorch, CUDA, addon, dataset) and what is missing.')
@@ -59,6 +59,11 @@ let addon: AddonInfo | null = null;
 try {
   addon = loadAddon<AddonInfo>(createRequire(import.meta.url));
   rows.push(['addon', `${path}${process.env.RESNET_TS_ADDON ? ' (RESNET_TS_ADDON)' : ''}: loads, built against libtorch ${addon.torchVersion()}`]);
+  const planned = addon.dnnlAvailable?.() ?? false;
+  rows.push(['  planned convs', planned
+    ? `yes (system oneDNN ${addon.dnnlVersion!()}${process.env.RESNET_TS_DNNL === '0' ? '; off: RESNET_TS_DNNL=0' : ''})`
+    : 'no (float32 inference builds a oneDNN descriptor per call: sudo apt-get install libdnnl-dev, then rebuild)']);
+  report.plannedConvolutions = planned;
   if (lib && addon.torchVersion() !== lib.version.split('+')[0]) {
     missing.push(`the addon was built against libtorch ${addon.torchVersion()} but ${lib.version} is found now -> ${setupCommand()}`);
   }

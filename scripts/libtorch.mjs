@@ -9,12 +9,12 @@
 // For a CUDA libtorch the CUDA headers its c10/cuda headers include come from, in order: CUDA_HOME /
 // CUDA_PATH, the pip `nvidia` packages beside that torch, the toolkit's standard prefixes, nvcc's prefix.
 //
-// Usage: node scripts/libtorch.mjs [--json | --describe | --include | --libdirs | --libs | --defines | --ldflags | --cuda]
+// Usage: node scripts/libtorch.mjs [--json | --describe | --include | --libdirs | --libs | --defines | --cflags | --ldflags | --cuda]
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, symlinkSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { managedEnvs, torchInVenv } from './torch-env.mjs';
+import { cacheRoot, managedEnvs, torchInVenv } from './torch-env.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -88,6 +88,35 @@ function venvTorch(venv, how) {
 }
 
 // c10d's Gloo headers include gloo's own, which the pip wheel does not ship (Debian's libgloo-dev does).
+// The system oneDNN (Debian's libdnnl-dev) for cpp/dnnl_conv.cc's planned convolutions: libtorch bundles one
+// but exports none of its API. Linked after libtorch, so the one libgomp.so.1 loaded is libtorch's.
+// libtorch ships oneDNN 3.x headers of its own (for a library it does not export), found first on its include
+// path; GCC ignores -I and -iquote for /usr/include itself, so the system's headers come in through a folder
+// holding only a link to their `oneapi/`, searched first for quoted includes (cpp/dnnl_conv.cc's and dnnl.hpp's).
+function dnnlHeaders() {
+  return ['/usr/include', '/usr/local/include'].find((d) => existsSync(join(d, 'oneapi', 'dnnl', 'dnnl.hpp'))) ?? null;
+}
+
+// <cache>/dnnl-include/<version>/oneapi -> <system include>/oneapi, made once.
+function dnnlShim() {
+  const dir = join(cacheRoot(), 'dnnl-include', `${dnnlVersion()}-${dnnlHeaders().replace(/\//g, '_')}`);
+  if (!existsSync(join(dir, 'oneapi', 'dnnl', 'dnnl.hpp'))) {
+    mkdirSync(dir, { recursive: true });
+    const tmp = join(dir, `oneapi.${process.pid}`);
+    symlinkSync(join(dnnlHeaders(), 'oneapi'), tmp);
+    renameSync(tmp, join(dir, 'oneapi'));
+  }
+  return dir;
+}
+
+// The system oneDNN's version (part of the build key: the addon links its soname), or null.
+function dnnlVersion() {
+  const dir = dnnlHeaders();
+  if (!dir) return null;
+  const h = readFileSync(join(dir, 'oneapi', 'dnnl', 'dnnl_version.h'), 'utf8');
+  return ['MAJOR', 'MINOR', 'PATCH'].map((k) => h.match(new RegExp(`#define DNNL_VERSION_${k} (\\d+)`))?.[1] ?? '?').join('.');
+}
+
 function glooHeaders(t) {
   return [...t.includeDirs, '/usr/include', '/usr/local/include'].some((d) => existsSync(join(d, 'gloo', 'allreduce.h')));
 }
@@ -261,12 +290,15 @@ export function buildFlags(t) {
       `_GLIBCXX_USE_CXX11_ABI=${t.abi}`,
       ...(glooHeaders(t) ? ['USE_C10D_GLOO', 'RESNET_TS_GLOO=1'] : ['RESNET_TS_GLOO=0']),
       ...(ncclHeaders(t, [...include, '/usr/include']) ? ['USE_C10D_NCCL', 'RESNET_TS_NCCL=1'] : ['RESNET_TS_NCCL=0']),
+      `RESNET_TS_DNNL=${dnnlHeaders() ? 1 : 0}`,
     ],
-    libs: ['-ltorch', '-ltorch_cpu', '-lc10'],
+    libs: ['-ltorch', '-ltorch_cpu', '-lc10', ...(dnnlHeaders() ? ['-ldnnl'] : [])],
     ldflags: [
       ...t.libDirs.map((d) => `-L${d} -Wl,-rpath,${d}`),
       ...(t.cuda ? ['-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed'] : []),
     ],
+    cflags: dnnlHeaders() ? [`-iquote${dnnlShim()}`] : [],
+    dnnl: dnnlVersion(),
     cuda: t.cuda ? 1 : 0,
   };
 }
@@ -296,6 +328,7 @@ function main() {
     '--cuda': () => (t.cuda ? '1' : '0'),
     '--defines': () => f.defines.join(' '),
     '--ldflags': () => f.ldflags.join(' '),
+    '--cflags': () => f.cflags.join(' '),
     '--describe': () => describe(t),
   }[arg];
   if (!out) {

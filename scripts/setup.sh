@@ -2,7 +2,7 @@
 # Idempotent set-up for resnet-ts on Debian: system packages, libtorch, npm deps, the addon, dist/.
 # A second run does nothing but check (a second or two).
 #   - Debian packages (dataset-fashion-mnist, python3-torchvision as the parity oracle, libgloo-dev,
-#     chromium for report tests): installed with apt when missing and running as root; otherwise
+#     libdnnl-dev for planned convolutions, chromium for report tests): installed with apt when missing and running as root; otherwise
 #     the command to run is printed.
 #   - libtorch: when scripts/libtorch.mjs finds none, a project-local .venv gets pip's torch==2.13.0+cpu.
 #   - npm ci when node_modules is missing or stale; the addon (scripts/build-addon.mjs: npm's node-gyp,
@@ -18,6 +18,7 @@ missing=()
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 /usr/bin/python3 -c 'import torchvision' >/dev/null 2>&1 || missing+=(python3-torchvision)
 [ -e /usr/include/gloo/allreduce.h ] || missing+=(libgloo-dev)
+[ -e /usr/include/oneapi/dnnl/dnnl.hpp ] || missing+=(libdnnl-dev)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v g++ >/dev/null 2>&1 || missing+=(g++ make)

@@ -81,9 +81,11 @@ test('oneDNN log: no reorder on a repeated call at batch 1 or 2; bias+ReLU and s
     assert.is(run.filter((l) => l.includes(',reorder,')).length, 0, `reorders at batch ${b}`);
     assert.is(convs.length, 20, `resnet18 has 20 convolutions; ran ${convs.length}`);
     // 8 blocks: each ends in conv + shortcut + ReLU; the stem and each block's first conv carry conv + ReLU.
-    assert.is(convs.filter((l) => /attr-post-ops:binary_add[^,]*\+eltwise_relu/.test(l)).length, 8);
+    // libtorch's fused kernel adds the shortcut as a binary post-op, a planned convolution accumulates into it (sum).
+    assert.is(convs.filter((l) => /attr-post-ops:(binary_add[^,+]*|sum[^,+]*)\+eltwise_relu/.test(l)).length, 8);
     assert.is(convs.filter((l) => /attr-post-ops:eltwise_relu/.test(l)).length, 9);
-    assert.ok(convs.every((l) => l.includes('src:f32::blocked:acdb')), 'activations are channels-last (acdb)');
+    // libtorch's oneDNN 3.x prints `src:f32::blocked:acdb`, the system oneDNN 2.x of planned convolutions `src_f32::blocked:acdb`.
+    assert.ok(convs.every((l) => /src[:_]f32::blocked:acdb/.test(l)), 'activations are channels-last (acdb)');
   }
 });
 

@@ -16,9 +16,9 @@ const ANY_VALUE = new Set(['isHandle']);
 // Without CUDA these are stubs that read nothing; a CUDA build without a device refuses graphs before
 // reading all their arguments (test/cuda.test.ts checks those refusals, test:gpu the graphs).
 const STUB = !native.cudaBuilt() ? /^cuda/ : native.cudaIsAvailable() ? /^$/ : /^cuda(Graph|Warmup)/;
-// Check the packed weight (which only convPack makes) before reading the rest: their later
-// positions are checked by test/inference-optimize.test.ts, which calls them with real arguments.
-const VALIDATES_EARLY = ['convFused', 'convFusedAdd'];
+// Check the packed weight or plan (which only convPack / dnnlConvPlan make) before reading the rest: their later
+// positions are checked by test/inference-optimize.test.ts and test/inference-planned.test.ts with real arguments.
+const VALIDATES_EARLY = ['convFused', 'convFusedAdd', 'dnnlConvPlan', 'dnnlConvRun'];
 const INCONCLUSIVE = 'stopped by its own check of a value before reading every argument';
 
 const POISON = Symbol('no reader accepts this');

@@ -90,6 +90,11 @@ export class FusedConv2d extends Module {
     return convForward(this, x, other, relu);
   }
 
+  /** forwardAdd() that may write its result over `other` (which the caller no longer needs) and return it. */
+  forwardAddOver(x: Tensor, other: Tensor, relu: boolean): Tensor {
+    return convForward(this, x, other, relu, true);
+  }
+
   /** Frees the reordered weights (they are rebuilt on the next forward). */
   override dispose(): void {
     releasePacks(this);
@@ -156,6 +161,18 @@ export class FusedResidual extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    return this.run(x, false);
+  }
+
+  /**
+   * forward() for a caller that owns x and drops it afterwards (FusedNet): the output may be written over x's
+   * memory (an identity shortcut) and is then a new handle on it, so the caller disposes x as usual.
+   */
+  forwardConsuming(x: Tensor): Tensor {
+    return this.run(x, true);
+  }
+
+  private run(x: Tensor, consume: boolean): Tensor {
     const pre = this.pre ? this.pre.forward(x) : x;
     const h = chain(pre, ...this.body);
     let out: Tensor;
@@ -164,7 +181,9 @@ export class FusedResidual extends Module {
     } else {
       const from = this.shortcut && this.spec.shortcutFromPre ? pre : x;
       const identity = this.shortcut ? this.shortcut.forward(from) : from;
-      out = this.last.forwardAdd(h, identity, this.spec.relu);
+      // A shortcut's own output is ours to overwrite; the unit's input only when the caller gave it up.
+      const over = identity !== from || consume;
+      out = over ? this.last.forwardAddOver(h, identity, this.spec.relu) : this.last.forwardAdd(h, identity, this.spec.relu);
       if (identity !== from) identity.dispose();
     }
     if (h !== pre) h.dispose();
@@ -201,7 +220,18 @@ export class FusedNet extends Module {
     const cl = x.contiguous('channelsLast');
     const input = cl.dtype === this.spec.dtype ? cl : cl.to(this.spec.dtype);
     if (input !== cl) cl.dispose();
-    const features = chain(input, ...this.layers);
+    // The units run consuming: each input is the previous layer's output, which nothing else holds. A module
+    // with a forward hook (its own `forward`) runs that instead, so the hook sees what it always saw.
+    const hooked = (m: Module): boolean => Object.prototype.hasOwnProperty.call(m, 'forward');
+    let features = input;
+    for (const layer of this.layers) {
+      const units = layer instanceof Sequential && !hooked(layer) ? layer.namedChildren().map(([, m]) => m) : [layer];
+      for (const m of units) {
+        const next = m instanceof FusedResidual && !hooked(m) ? m.forwardConsuming(features) : m.forward(features);
+        if (features !== input) features.dispose();
+        features = next;
+      }
+    }
     input.dispose();
     const pooled = F.adaptiveAvgPool2d(features, 1);
     features.dispose();

@@ -1,6 +1,8 @@
-// How a FusedConv2d runs: on CPU through oneDNN's fused kernel with its weight reordered once per layout
-// (cached per module, never per call), elsewhere (CUDA, float16, a libtorch without oneDNN) through
-// aten's conv2d with the folded weight and in-place add/ReLU.
+// How a FusedConv2d runs: on CPU through a convolution planned once per input shape on the system oneDNN
+// (cpp/dnnl_conv.cc: descriptor, primitive and reordered weight made once, so a call only executes), else
+// through libtorch's oneDNN fused kernel with its weight reordered once per layout (cached per module, never
+// per call), elsewhere (CUDA, float16, a libtorch without oneDNN) through aten's conv2d with the folded weight
+// and in-place add/ReLU. RESNET_TS_DNNL=0 in the environment keeps every convolution off the planned path.
 import * as F from '../nn/functional.ts';
 import { native } from '../native.ts';
 import { Tensor, keep } from '../tensor.ts';
@@ -19,6 +21,78 @@ export const onednn = {
 };
 let available: boolean | undefined;
 let bf16: boolean | undefined;
+
+/** The system oneDNN's planned convolutions: whether the addon has them and they are not switched off. */
+export const planned = {
+  get available(): boolean {
+    plannedOn ??= native.dnnlAvailable() && process.env.RESNET_TS_DNNL !== '0';
+    return plannedOn;
+  },
+  /** Its version ("2.6.3"), or null where the addon was built without it. */
+  get version(): string | null {
+    return native.dnnlAvailable() ? native.dnnlVersion() : null;
+  },
+};
+let plannedOn: boolean | undefined;
+
+interface PlanCache {
+  weight: Tensor;
+  bias: Tensor;
+  /** By input shape and whether a residual is added and ReLU applied; insertion order is age. */
+  plans: Map<string, Tensor>;
+  /** Set once oneDNN had only a reference kernel for this convolution: libtorch's path from then on. */
+  refused: boolean;
+}
+
+const planCaches = new WeakMap<FusedConv2d, PlanCache>();
+// Each plan holds a primitive (its JIT code) and shares the reordered weight with the others where oneDNN chose
+// the same layout; past this many input shapes per convolution the oldest plan is dropped.
+const MAX_PLANS = 8;
+
+function dropPlans(c: PlanCache): void {
+  for (const p of c.plans.values()) p.dispose();
+  c.plans.clear();
+}
+
+/** The module's plan for inputs shaped like `shape` (made on first use), or null where oneDNN refused it. */
+function planFor(m: FusedConv2d, shape: number[], add: boolean, relu: boolean, inPlace: boolean): Tensor | null {
+  let c = planCaches.get(m);
+  if (c && (c.weight !== m.weight || c.bias !== m.bias)) {
+    dropPlans(c);
+    c = undefined;
+  }
+  if (!c) {
+    c = { weight: m.weight, bias: m.bias, plans: new Map(), refused: false };
+    planCaches.set(m, c);
+  }
+  if (c.refused) return null;
+  const key = `${shape.join(',')}${add ? (inPlace ? '+=' : '+') : ''}${relu ? 'r' : ''}`;
+  const hit = c.plans.get(key);
+  if (hit) return hit;
+  const { padding, stride, dilation, groups } = m.spec;
+  const like = c.plans.values().next().value ?? null;
+  let plan: Tensor;
+  try {
+    plan = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, padding, stride, dilation, groups, shape, relu, add, like?.h ?? null, inPlace)));
+  } catch (e) {
+    if (!/only its reference kernel/.test((e as Error).message)) throw e;
+    c.refused = true;
+    return null;
+  }
+  c.plans.set(key, plan);
+  if (c.plans.size > MAX_PLANS) {
+    const [oldKey, old] = c.plans.entries().next().value!;
+    c.plans.delete(oldKey);
+    old.dispose();
+  }
+  return plan;
+}
+
+/** The kernel each planned convolution of a module runs, by plan key (diagnostics and tests). */
+export function plannedKernels(m: FusedConv2d): Record<string, string> {
+  const c = planCaches.get(m);
+  return Object.fromEntries([...(c?.plans ?? [])].map(([k, p]) => [k, native.dnnlPlanImpl(p.h)]));
+}
 
 interface Packed {
   packed: Tensor;
@@ -52,6 +126,9 @@ export function releasePacks(m: FusedConv2d): void {
   const c = caches.get(m);
   if (c) dropAll(c);
   caches.delete(m);
+  const p = planCaches.get(m);
+  if (p) dropPlans(p);
+  planCaches.delete(m);
 }
 
 /** The module's weight in the blocked layout oneDNN wants for inputs shaped like x, reordered on first use only. */
@@ -96,13 +173,22 @@ function viaOneDnn(dtype: string, x: Tensor): boolean {
   return (dtype === 'float32' || (dtype === 'bfloat16' && onednn.bf16)) && onednn.available && x.device === 'cpu';
 }
 
-/** relu?(conv(x) + bias (+ other)) for a FusedConv2d; x is cast to the module's dtype when it differs. */
-export function convForward(m: FusedConv2d, x: Tensor, other: Tensor | null, relu: boolean): Tensor {
+/**
+ * relu?(conv(x) + bias (+ other)) for a FusedConv2d; x is cast to the module's dtype when it differs. With
+ * `overwrite` the result may be written over `other`'s memory (the caller no longer needs it): oneDNN then adds
+ * it with its sum post-op, which keeps its fastest 1x1 kernels where a separate residual input does not.
+ */
+export function convForward(m: FusedConv2d, x: Tensor, other: Tensor | null, relu: boolean, overwrite = false): Tensor {
   const s = m.spec;
   const input = x.dtype === s.dtype ? x : x.to(s.dtype);
   try {
     const shape = input.shape;
     if (shape.length === 4 && shape[0]! < 65536 && shape[2]! < 65536 && shape[3]! < 65536 && viaOneDnn(s.dtype, input)) {
+      if (s.dtype === 'float32' && planned.available) {
+        const inPlace = overwrite && other !== null && other.dtype === 'float32';
+        const plan = planFor(m, shape, other !== null, relu, inPlace);
+        if (plan) return new Tensor(native.dnnlConvRun(plan.h, input.h, other?.h ?? null));
+      }
       const p = packFor(m, input, shape);
       const b = m.bias.h;
       return new Tensor(other

@@ -1,0 +1,145 @@
+// Convolutions planned once on the system oneDNN (cpp/dnnl_conv.cc): against aten's own convolution (stride,
+// padding, dilation, groups, bias, residual, ReLU), that a plan is made once per input shape and shares the
+// reordered weight, that the fused network uses them, and that misuse is a clear error.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
+import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
+import { planned, plannedKernels } from '../lib/inference/onednn.ts';
+import { native } from '../lib/native.ts';
+import { Tensor as T } from '../lib/tensor.ts';
+
+const on = planned.available;
+if (!on) console.log(`  (planned convolutions not built here: dnnlAvailable() = ${native.dnnlAvailable()}; the checks below are skipped)`);
+
+function relErr(a: Tensor, b: Tensor): number {
+  return tidy(() => a.sub(b).abs().max().item() / Math.max(b.abs().max().item(), 1e-12));
+}
+
+test('a planned convolution equals aten conv2d (+ residual, + ReLU) for strides, padding, dilation, groups', () => {
+  if (!on) return;
+  const cases = [
+    { c: 16, k: 32, hw: 15, ks: 3, stride: 1, pad: 1, dil: 1, groups: 1 },
+    { c: 16, k: 32, hw: 15, ks: 3, stride: 2, pad: 1, dil: 1, groups: 4 },
+    { c: 8, k: 8, hw: 12, ks: 3, stride: 1, pad: 2, dil: 2, groups: 1 },
+    { c: 32, k: 64, hw: 7, ks: 1, stride: 2, pad: 0, dil: 1, groups: 1 },
+    { c: 3, k: 16, hw: 33, ks: 7, stride: 2, pad: 3, dil: 1, groups: 1 },
+  ];
+  for (const s of cases) {
+    for (const [add, relu] of [[false, false], [false, true], [true, true], [true, false]] as const) {
+      tidy(() => {
+        const x = randn([2, s.c, s.hw, s.hw]).contiguous('channelsLast');
+        const w = randn([s.k, s.c / s.groups, s.ks, s.ks]).mul(0.2);
+        const b = randn([s.k]);
+        let ref = F.conv2d(x, w, b, { stride: [s.stride, s.stride], padding: [s.pad, s.pad], dilation: [s.dil, s.dil], groups: s.groups });
+        const other = add ? randn(ref.shape) : null;
+        if (other) ref = ref.add(other);
+        if (relu) ref = ref.relu();
+        const plan = new T(native.dnnlConvPlan(w.h, b.h, [s.pad], [s.stride], [s.dil], s.groups, x.shape, relu, add, null));
+        const y = new T(native.dnnlConvRun(plan.h, x.h, other?.h ?? null));
+        assert.equal(y.shape, ref.shape);
+        assert.ok(relErr(y, ref) < 1e-5, `${JSON.stringify(s)} add=${add} relu=${relu}: ${relErr(y, ref)}`);
+        assert.ok(!native.dnnlPlanImpl(plan.h).startsWith('ref'), native.dnnlPlanImpl(plan.h));
+        // An NCHW input gives the same result (made channels-last inside).
+        assert.ok(relErr(new T(native.dnnlConvRun(plan.h, x.contiguous().h, other?.h ?? null)), ref) < 1e-5);
+      });
+    }
+  }
+});
+
+test('an inPlace plan accumulates into the residual (oneDNN sum post-op) and returns it; an NCHW residual is left alone', () => {
+  if (!on) return;
+  for (const s of [{ c: 64, k: 256, hw: 14, ks: 1, pad: 0 }, { c: 16, k: 16, hw: 9, ks: 3, pad: 1 }]) {
+    for (const relu of [true, false]) {
+      tidy(() => {
+        const x = randn([2, s.c, s.hw, s.hw]).contiguous('channelsLast');
+        const w = randn([s.k, s.c, s.ks, s.ks]).mul(0.1);
+        const b = randn([s.k]);
+        const other = randn([2, s.k, s.hw, s.hw]).contiguous('channelsLast');
+        let ref = F.conv2d(x, w, b, { padding: [s.pad, s.pad] }).add(other);
+        if (relu) ref = ref.relu();
+        const plan = new T(native.dnnlConvPlan(w.h, b.h, [s.pad], [1], [1], 1, x.shape, relu, true, null, true));
+        const nchw = other.contiguous();
+        const kept = nchw.clone();
+        const y1 = new T(native.dnnlConvRun(plan.h, x.h, nchw.h));
+        assert.ok(relErr(y1, ref) < 1e-5, `NCHW residual: ${relErr(y1, ref)}`);
+        assert.ok(native.equal(nchw.h, kept.h), 'an NCHW residual is copied, not written over');
+        const y = new T(native.dnnlConvRun(plan.h, x.h, other.h));
+        assert.ok(relErr(y, ref) < 1e-5, `${JSON.stringify(s)} relu=${relu}: ${relErr(y, ref)}`);
+        assert.ok(native.equal(other.h, y.h), 'the channels-last residual now holds the output');
+      });
+    }
+  }
+  tidy(() => {
+    const w = randn([4, 4, 1, 1]);
+    const x = randn([1, 4, 5, 5]).contiguous('channelsLast');
+    assert.throws(() => native.dnnlConvPlan(w.h, null, [0], [1], [1], 1, x.shape, false, false, null, true), /inPlace needs add/);
+    const plan = new T(native.dnnlConvPlan(w.h, null, [0], [1], [1], 1, x.shape, false, true, null, true));
+    assert.throws(() => native.dnnlConvRun(plan.h, x.h, x.h), /must not share memory with the input/);
+  });
+});
+
+test('a fused unit leaves its input alone; consuming (as FusedNet runs it) it may write over it, with the same result', () => {
+  const m = models.resnet18().eval();
+  const net = inference.optimize(m);
+  const unit = net.child('layer1').child<FusedResidual>('0');
+  tidy(() => noGrad(() => {
+    const x = randn([2, 64, 16, 16]).contiguous('channelsLast');
+    const copy = x.clone();
+    const y = unit.forward(x);
+    assert.ok(native.equal(x.h, copy.h), 'forward() does not touch its input');
+    const y2 = unit.forwardConsuming(copy);
+    assert.ok(relErr(y2, y) < 1e-6);
+    // Planned, the identity shortcut's addition is accumulated into the input itself.
+    if (on) assert.ok(native.equal(copy.h, y2.h), 'consuming forward wrote the output over its input');
+  }));
+  net.dispose();
+  m.dispose();
+});
+
+test('the fused resnet18 plans each convolution once per input shape; plans of one weight share its reordered copy', () => {
+  if (!on) return;
+  const base = memory().tensors;
+  const m = models.resnet18().eval();
+  const net = inference.optimize(m);
+  const convs = [...net.modules()].filter((c): c is FusedConv2d => c instanceof FusedConv2d);
+  assert.is(convs.length, 20);
+  const run = (b: number): void => tidy(() => void noGrad(() => net.forward(randn([b, 3, 64, 64]))));
+  const before = memory().tensors;
+  run(1);
+  const one = memory().tensors - before;
+  assert.is(one, 20, 'one plan per convolution at batch 1');
+  run(1);
+  assert.is(memory().tensors - before, 20, 'a repeated shape reuses its plan');
+  run(3);
+  assert.is(memory().tensors - before, 40, 'a new batch size makes one more plan per convolution');
+  const kernels = plannedKernels(convs[1]!);
+  assert.equal(Object.keys(kernels).sort(), ['1,64,16,16r', '3,64,16,16r']);
+  const bytes = memory().bytes;
+  run(3);
+  assert.is(memory().bytes, bytes, 'running again allocates nothing that stays');
+  net.dispose();
+  m.dispose();
+  assert.is(memory().tensors, base, 'dispose frees every plan');
+});
+
+test('errors: a tensor that is not a plan, a wrong shape or dtype, a missing or unexpected residual', () => {
+  if (!on) return;
+  tidy(() => {
+    const w = randn([4, 2, 3, 3]);
+    const x = randn([1, 2, 8, 8]);
+    const plan = new T(native.dnnlConvPlan(w.h, null, [1], [1], [1], 1, [1, 2, 8, 8], false, false, null));
+    assert.throws(() => native.dnnlConvRun(w.h, x.h, null), /expected a plan/);
+    assert.throws(() => native.dnnlConvRun(plan.h, randn([1, 2, 9, 8]).h, null), /plan is for \[1, 2, 8, 8\]/);
+    assert.throws(() => native.dnnlConvRun(plan.h, x.to('float64').h, null), /input is Double/);
+    assert.throws(() => native.dnnlConvRun(plan.h, x.h, randn([1, 4, 8, 8]).h), /adds no residual/);
+    const addPlan = new T(native.dnnlConvPlan(w.h, null, [1], [1], [1], 1, [1, 2, 8, 8], true, true, null));
+    assert.throws(() => native.dnnlConvRun(addPlan.h, x.h, null), /pass `other`/);
+    assert.throws(() => native.dnnlConvRun(addPlan.h, x.h, randn([1, 4, 7, 8]).h), /other has shape/);
+    assert.throws(() => native.dnnlConvPlan(w.h, null, [1], [1], [1], 1, [1, 3, 8, 8], false, false, null), /3 channels; the weight takes 2/);
+    assert.throws(() => native.dnnlConvPlan(w.h, null, [0], [1], [1], 1, [1, 2, 2, 2], false, false, null), /smaller than the kernel/);
+    assert.throws(() => native.dnnlConvPlan(w.h, null, [1], [0], [1], 1, [1, 2, 8, 8], false, false, null), /stride and dilation/);
+  });
+});
+
+test.run();
