@@ -1,6 +1,7 @@
 // Convolutions planned once on the system oneDNN (cpp/dnnl_conv.cc): against aten's own convolution (stride,
 // padding, dilation, groups, bias, residual, ReLU), that a plan is made once per input shape and shares the
 // reordered weight, that the fused network uses them, and that misuse is a clear error.
+import { readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
@@ -10,6 +11,7 @@ import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
 const on = planned.available;
+const readCpuFlags = (): string => { try { return readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags')) ?? ''; } catch { return ''; } };
 if (!on) console.log(`  (planned convolutions not built here: dnnlAvailable() = ${native.dnnlAvailable()}; the checks below are skipped)`);
 
 function relErr(a: Tensor, b: Tensor): number {
@@ -45,6 +47,33 @@ test('a planned convolution equals aten conv2d (+ residual, + ReLU) for strides,
       });
     }
   }
+});
+
+test('a winograd plan (3x3, stride 1) equals aten conv2d to 1e-5 relative; where oneDNN has none it is direct', () => {
+  if (!on) return;
+  const avx512 = /\bavx512f\b/.test(readCpuFlags());
+  for (const [n, c, k, hw, pad] of [[1, 64, 64, 16, 1], [2, 128, 64, 9, 1], [3, 32, 48, 7, 0], [16, 64, 64, 14, 1]] as const) {
+    for (const relu of [true, false]) {
+      tidy(() => {
+        const x = randn([n, c, hw, hw]).contiguous('channelsLast');
+        const w = randn([k, c, 3, 3]).mul(0.1);
+        const b = randn([k]);
+        let ref = F.conv2d(x, w, b, { padding: [pad, pad] });
+        if (relu) ref = ref.relu();
+        const plan = new T(native.dnnlConvPlan(w.h, b.h, [pad], [1], [1], 1, x.shape, relu, false, null, false, true));
+        const impl = native.dnnlPlanImpl(plan.h);
+        const y = new T(native.dnnlConvRun(plan.h, x.h, null));
+        assert.equal(y.shape, ref.shape);
+        assert.ok(y.isChannelsLast, 'the output is channels-last like every other plan\'s');
+        assert.ok(relErr(y, ref) < 1e-5, `[${n}, ${c}, ${hw}, ${hw}] -> ${k}, pad ${pad}, ${impl}: ${relErr(y, ref)}`);
+        if (avx512 && pad === 1) assert.match(impl, /wino/, `oneDNN 2.6 has winograd for AVX-512; chose ${impl}`);
+      });
+    }
+  }
+  tidy(() => {
+    const w = randn([8, 8, 3, 3]);
+    assert.throws(() => native.dnnlConvPlan(w.h, null, [1], [1], [1], 1, [1, 8, 6, 6], false, true, null, false, true), /winograd plan takes no residual/);
+  });
 });
 
 test('an inPlace plan accumulates into the residual (oneDNN sum post-op) and returns it; an NCHW residual is left alone', () => {

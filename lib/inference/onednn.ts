@@ -2,7 +2,9 @@
 // (cpp/dnnl_conv.cc: descriptor, primitive and reordered weight made once, so a call only executes), else
 // through libtorch's oneDNN fused kernel with its weight reordered once per layout (cached per module, never
 // per call), elsewhere (CUDA, float16, a libtorch without oneDNN) through aten's conv2d with the folded weight
-// and in-place add/ReLU. RESNET_TS_DNNL=0 in the environment keeps every convolution off the planned path.
+// and in-place add/ReLU. A planned 3x3 stride-1 convolution without a residual runs oneDNN's winograd kernel where
+// it has one (AVX-512). RESNET_TS_DNNL=0 in the environment keeps every convolution off the planned path,
+// RESNET_TS_WINOGRAD=0 keeps planned ones direct.
 import * as F from '../nn/functional.ts';
 import { native } from '../native.ts';
 import { Tensor, keep } from '../tensor.ts';
@@ -69,11 +71,14 @@ function planFor(m: FusedConv2d, shape: number[], add: boolean, relu: boolean, i
   const key = `${shape.join(',')}${add ? (inPlace ? '+=' : '+') : ''}${relu ? 'r' : ''}`;
   const hit = c.plans.get(key);
   if (hit) return hit;
-  const { padding, stride, dilation, groups } = m.spec;
+  const { padding, stride, dilation, groups, kernelSize } = m.spec;
   const like = c.plans.values().next().value ?? null;
+  // oneDNN's winograd kernel (3x3, stride 1, no residual; AVX-512 only, else the plan is direct), unless switched off.
+  const wino = process.env.RESNET_TS_WINOGRAD !== '0' && !add && groups === 1 && kernelSize.every((k) => k === 3) &&
+    stride.every((v) => v === 1) && dilation.every((v) => v === 1);
   let plan: Tensor;
   try {
-    plan = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, padding, stride, dilation, groups, shape, relu, add, like?.h ?? null, inPlace)));
+    plan = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, padding, stride, dilation, groups, shape, relu, add, like?.h ?? null, inPlace, wino)));
   } catch (e) {
     if (!/only its reference kernel/.test((e as Error).message)) throw e;
     c.refused = true;
