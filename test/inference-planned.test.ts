@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
-import { planned, plannedKernels } from '../lib/inference/onednn.ts';
+import { onednn, planned, plannedKernels } from '../lib/inference/onednn.ts';
 import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
@@ -74,6 +74,28 @@ test('a winograd plan (3x3, stride 1) equals aten conv2d to 1e-5 relative; where
     const w = randn([8, 8, 3, 3]);
     assert.throws(() => native.dnnlConvPlan(w.h, null, [1], [1], [1], 1, [1, 8, 6, 6], false, true, null, false, true), /winograd plan takes no residual/);
   });
+});
+
+test('bf16: a planned convolution equals aten conv2d on the same bf16 values (to bf16 rounding), in place too', () => {
+  if (!on || !onednn.bf16) return;
+  for (const [c, k, hw, ks, stride, add] of [[64, 256, 14, 1, 1, true], [32, 64, 15, 3, 2, false], [16, 32, 9, 3, 1, true]] as const) {
+    tidy(() => {
+      const x = randn([2, c, hw, hw]).contiguous('channelsLast').to('bfloat16');
+      const w = randn([k, c, ks, ks]).mul(0.1).to('bfloat16');
+      const b = randn([k]).to('bfloat16');
+      const pad = ks >> 1;
+      let ref = F.conv2d(x.to('float32'), w.to('float32'), b.to('float32'), { stride: [stride, stride], padding: [pad, pad] });
+      const other = add ? randn(ref.shape).contiguous('channelsLast').to('bfloat16') : null;
+      if (other) ref = ref.add(other.to('float32'));
+      ref = ref.relu();
+      const plan = new T(native.dnnlConvPlan(w.h, b.h, [pad], [stride], [1], 1, x.shape, true, add, null, add));
+      assert.match(native.dnnlPlanImpl(plan.h), /bf16/, 'a bf16 kernel');
+      const y = new T(native.dnnlConvRun(plan.h, x.h, other?.h ?? null));
+      assert.is(y.dtype, 'bfloat16');
+      assert.ok(relErr(y.to('float32'), ref) < 1e-2, `[2, ${c}, ${hw}, ${hw}] k${ks} s${stride} add=${add}: ${relErr(y.to('float32'), ref)}`);
+      if (other) assert.ok(native.equal(other.h, y.h), 'written over the residual');
+    });
+  }
 });
 
 test('an inPlace plan accumulates into the residual (oneDNN sum post-op) and returns it; an NCHW residual is left alone', () => {
