@@ -68,6 +68,7 @@ struct Plan {
   bool add;
   bool inPlace;  // the residual is accumulated into `other`'s own memory (oneDNN's sum post-op), which is the output
   bool reorderSrc, reorderDst;  // the kernel's activations are blocked (winograd): reordered from and to channels-last
+  dnnl::reorder toBlocked, fromBlocked;  // those reorders, made once with the plan
   memory::desc src, dst, biasMd;
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward prim;
@@ -202,6 +203,8 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     if (!winograd) plan->pd = make(dnnl::algorithm::convolution_direct, false);
     plan->reorderSrc = plan->pd.src_desc() != plan->src;
     plan->reorderDst = plan->pd.dst_desc() != plan->dst;
+    if (plan->reorderSrc) plan->toBlocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), plan->src, engine(), plan->pd.src_desc()));
+    if (plan->reorderDst) plan->fromBlocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), plan->pd.dst_desc(), engine(), plan->dst));
     plan->impl = plan->pd.impl_info_str();
     // oneDNN's reference kernels are correct but far slower than libtorch's path: refuse, and the caller keeps that.
     TORCH_CHECK(plan->impl.rfind("ref", 0) != 0, "oneDNN has only its reference kernel (", plan->impl, ") for this convolution");
@@ -264,7 +267,7 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     if (p->reorderSrc) {
       blockedSrc = at::empty({static_cast<int64_t>(p->pd.src_desc().get_size())}, x.options().dtype(at::kByte));
       memory to(p->pd.src_desc(), eng, blockedSrc.data_ptr());
-      dnnl::reorder(srcM, to).execute(stream(), srcM, to);
+      p->toBlocked.execute(stream(), srcM, to);
       srcM = to;
     }
     if (p->reorderDst) {
@@ -280,7 +283,7 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     };
     if (other && !p->inPlace) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(p->dst, eng, other->data_ptr()));
     p->prim.execute(stream(), args);
-    if (p->reorderDst) dnnl::reorder(dstM, userDst).execute(stream(), dstM, userDst);
+    if (p->reorderDst) p->fromBlocked.execute(stream(), dstM, userDst);
     stream().wait();
     return y;
   });
