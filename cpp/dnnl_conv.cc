@@ -180,7 +180,8 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     memory::dims st{stride[0], stride[1]}, dil{dilation[0] - 1, dilation[1] - 1}, pad{padding[0], padding[1]};
     // Direct convolutions read and write channels-last as they are. Winograd (oneDNN has it for 3x3, stride 1, on
     // AVX-512) wants its own blocked activations: src and dst are left to it and reordered around each run.
-    auto make = [&](dnnl::algorithm algo, bool blocked) {
+    auto make = [&](dnnl::algorithm algo) {
+      bool blocked = algo == dnnl::algorithm::convolution_winograd;
       memory::desc src = blocked ? memory::desc(plan->src.dims(), dt, tag::any) : plan->src;
       memory::desc dst = blocked ? memory::desc(plan->dst.dims(), dt, tag::any) : plan->dst;
 #if DNNL_VERSION_MAJOR >= 3
@@ -194,13 +195,13 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     bool winograd = false;
     if (wino) {
       try {
-        plan->pd = make(dnnl::algorithm::convolution_winograd, true);
+        plan->pd = make(dnnl::algorithm::convolution_winograd);
         winograd = true;
       } catch (const dnnl::error&) {
         // Not on this CPU or for this shape: the direct kernel below.
       }
     }
-    if (!winograd) plan->pd = make(dnnl::algorithm::convolution_direct, false);
+    if (!winograd) plan->pd = make(dnnl::algorithm::convolution_direct);
     plan->reorderSrc = plan->pd.src_desc() != plan->src;
     plan->reorderDst = plan->pd.dst_desc() != plan->dst;
     if (plan->reorderSrc) plan->toBlocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), plan->src, engine(), plan->pd.src_desc()));

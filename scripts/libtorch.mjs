@@ -87,7 +87,6 @@ function venvTorch(venv, how) {
   return found ? { ...found, python: py } : null;
 }
 
-// c10d's Gloo headers include gloo's own, which the pip wheel does not ship (Debian's libgloo-dev does).
 // The system oneDNN (Debian's libdnnl-dev) for cpp/dnnl_conv.cc's planned convolutions: libtorch bundles one
 // but exports none of its API. Linked after libtorch, so the one libgomp.so.1 loaded is libtorch's.
 // libtorch ships oneDNN 3.x headers of its own (for a library it does not export), found first on its include
@@ -97,26 +96,26 @@ function dnnlHeaders() {
   return ['/usr/include', '/usr/local/include'].find((d) => existsSync(join(d, 'oneapi', 'dnnl', 'dnnl.hpp'))) ?? null;
 }
 
-// <cache>/dnnl-include/<version>/oneapi -> <system include>/oneapi, made once.
-function dnnlShim() {
-  const dir = join(cacheRoot(), 'dnnl-include', `${dnnlVersion()}-${dnnlHeaders().replace(/\//g, '_')}`);
+// <cache>/dnnl-include/<version>/oneapi -> <system include>/oneapi, made once; `headers` is dnnlHeaders()'s folder.
+function dnnlShim(headers) {
+  const dir = join(cacheRoot(), 'dnnl-include', `${dnnlVersion(headers)}-${headers.replace(/\//g, '_')}`);
   if (!existsSync(join(dir, 'oneapi', 'dnnl', 'dnnl.hpp'))) {
     mkdirSync(dir, { recursive: true });
     const tmp = join(dir, `oneapi.${process.pid}`);
-    symlinkSync(join(dnnlHeaders(), 'oneapi'), tmp);
+    symlinkSync(join(headers, 'oneapi'), tmp);
     renameSync(tmp, join(dir, 'oneapi'));
   }
   return dir;
 }
 
-// The system oneDNN's version (part of the build key: the addon links its soname), or null.
-function dnnlVersion() {
-  const dir = dnnlHeaders();
-  if (!dir) return null;
-  const h = readFileSync(join(dir, 'oneapi', 'dnnl', 'dnnl_version.h'), 'utf8');
+// The system oneDNN's version (part of the build key: the addon links its soname), or null without its headers.
+function dnnlVersion(headers) {
+  if (!headers) return null;
+  const h = readFileSync(join(headers, 'oneapi', 'dnnl', 'dnnl_version.h'), 'utf8');
   return ['MAJOR', 'MINOR', 'PATCH'].map((k) => h.match(new RegExp(`#define DNNL_VERSION_${k} (\\d+)`))?.[1] ?? '?').join('.');
 }
 
+// c10d's Gloo headers include gloo's own, which the pip wheel does not ship (Debian's libgloo-dev does).
 function glooHeaders(t) {
   return [...t.includeDirs, '/usr/include', '/usr/local/include'].some((d) => existsSync(join(d, 'gloo', 'allreduce.h')));
 }
@@ -284,21 +283,22 @@ export function buildFlags(t) {
   if (t.cudaHeaders?.error) throw new Error(t.cudaHeaders.error);
   const cudaInc = t.cuda ? t.cudaHeaders.includeDirs : [];
   const include = [...t.includeDirs, ...cudaInc.filter((d) => d !== '/usr/include')];
+  const dnnl = dnnlHeaders();
   return {
     include,
     defines: [
       `_GLIBCXX_USE_CXX11_ABI=${t.abi}`,
       ...(glooHeaders(t) ? ['USE_C10D_GLOO', 'RESNET_TS_GLOO=1'] : ['RESNET_TS_GLOO=0']),
       ...(ncclHeaders(t, [...include, '/usr/include']) ? ['USE_C10D_NCCL', 'RESNET_TS_NCCL=1'] : ['RESNET_TS_NCCL=0']),
-      `RESNET_TS_DNNL=${dnnlHeaders() ? 1 : 0}`,
+      `RESNET_TS_DNNL=${dnnl ? 1 : 0}`,
     ],
-    libs: ['-ltorch', '-ltorch_cpu', '-lc10', ...(dnnlHeaders() ? ['-ldnnl'] : [])],
+    libs: ['-ltorch', '-ltorch_cpu', '-lc10', ...(dnnl ? ['-ldnnl'] : [])],
     ldflags: [
       ...t.libDirs.map((d) => `-L${d} -Wl,-rpath,${d}`),
       ...(t.cuda ? ['-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed'] : []),
     ],
-    cflags: dnnlHeaders() ? [`-iquote${dnnlShim()}`] : [],
-    dnnl: dnnlVersion(),
+    cflags: dnnl ? [`-iquote${dnnlShim(dnnl)}`] : [],
+    dnnl: dnnlVersion(dnnl),
     cuda: t.cuda ? 1 : 0,
   };
 }

@@ -85,14 +85,12 @@ export class FusedConv2d extends Module {
     return convForward(this, x, null, this.spec.relu);
   }
 
-  /** conv(x) + bias + other, then ReLU when `relu`: a residual unit's last convolution and its shortcut, in one kernel. */
-  forwardAdd(x: Tensor, other: Tensor, relu: boolean): Tensor {
-    return convForward(this, x, other, relu);
-  }
-
-  /** forwardAdd() that may write its result over `other` (which the caller no longer needs) and return it. */
-  forwardAddOver(x: Tensor, other: Tensor, relu: boolean): Tensor {
-    return convForward(this, x, other, relu, true);
+  /**
+   * conv(x) + bias + other, then ReLU when `relu`: a residual unit's last convolution and its shortcut, in one
+   * kernel. With `overwrite` the result may be written over `other` (which the caller no longer needs) and returned.
+   */
+  forwardAdd(x: Tensor, other: Tensor, relu: boolean, overwrite = false): Tensor {
+    return convForward(this, x, other, relu, overwrite);
   }
 
   /** Frees the reordered weights (they are rebuilt on the next forward). */
@@ -182,8 +180,7 @@ export class FusedResidual extends Module {
       const from = this.shortcut && this.spec.shortcutFromPre ? pre : x;
       const identity = this.shortcut ? this.shortcut.forward(from) : from;
       // A shortcut's own output is ours to overwrite; the unit's input only when the caller gave it up.
-      const over = identity !== from || consume;
-      out = over ? this.last.forwardAddOver(h, identity, this.spec.relu) : this.last.forwardAdd(h, identity, this.spec.relu);
+      out = this.last.forwardAdd(h, identity, this.spec.relu, identity !== from || consume);
       if (identity !== from) identity.dispose();
     }
     if (h !== pre) h.dispose();
