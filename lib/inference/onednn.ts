@@ -93,7 +93,7 @@ function planFor(m: FusedConv2d, shape: number[], add: boolean, relu: boolean, i
   try {
     plan = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, padding, stride, dilation, groups, shape, relu, add, like?.h ?? null, inPlace, wino)));
   } catch (e) {
-    if (!/only its reference kernel/.test((e as Error).message)) throw e;
+    if (!/only its reference or gemm kernel/.test((e as Error).message)) throw e;
     c.refused = true;
     return null;
   }
