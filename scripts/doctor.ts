@@ -61,7 +61,7 @@ try {
   rows.push(['addon', `${path}${process.env.RESNET_TS_ADDON ? ' (RESNET_TS_ADDON)' : ''}: loads, built against libtorch ${addon.torchVersion()}`]);
   const planned = addon.dnnlAvailable?.() ?? false;
   rows.push(['  planned convs', planned
-    ? `yes (system oneDNN ${addon.dnnlVersion!()}: float32 and bf16, winograd 3x3 on AVX-512${
+    ? `yes (system oneDNN ${addon.dnnlVersion!()}: float32 and bf16, winograd 3x3 on AVX-512 (${cpu.avx512 ? 'this CPU has it' : 'not on this CPU'})${
       process.env.RESNET_TS_DNNL === '0' ? '; off: RESNET_TS_DNNL=0' : ''}${process.env.RESNET_TS_DNNL_BF16 === '0' ? '; bf16 off: RESNET_TS_DNNL_BF16=0' : ''}${
       process.env.RESNET_TS_WINOGRAD === '0' ? '; winograd off: RESNET_TS_WINOGRAD=0' : ''})`
     : 'no (float32 inference builds a oneDNN descriptor per call: sudo apt-get install libdnnl-dev, then rebuild)']);

@@ -1,6 +1,7 @@
 // F: torch.nn.functional's names in camelCase, over the native op table.
 import { native } from '../native.ts';
-import { Tensor, dtypeOf, type DType } from '../tensor.ts';
+import { cpuInfo } from '../cpu.ts';
+import { Tensor, autocast, dtypeOf, type DType } from '../tensor.ts';
 
 type Pair = number | readonly [number, number];
 const pair = (v: Pair): readonly number[] => (typeof v === 'number' ? [v, v] : v);
@@ -12,8 +13,53 @@ export function conv2d(
   bias?: Tensor | null,
   { stride = 1, padding = 0, dilation = 1, groups = 1 }: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number } = {},
 ): Tensor {
+  if (bf16Emulated(x, weight)) return conv2dBf16InFp32(x, weight, bias, [pair(stride), pair(padding), pair(dilation)], groups);
   return new Tensor(native.conv2d(x.h, weight.h, bias?.h, pair(stride), pair(padding), pair(dilation), groups));
 }
+
+let onednnBf16: boolean | undefined;
+const BF16 = dtypeOf('bfloat16');
+
+/**
+ * Whether this convolution would be a bf16 one (CPU autocast to bf16, or bf16 operands) on a CPU where libtorch
+ * has no oneDNN bf16 convolution (cpu.onednnBf16 false, e.g. AVX2 only), which makes libtorch fall back to an
+ * im2col convolution about 10x slower than fp32's. `RESNET_TS_BF16_CONV_FP32=0` keeps libtorch's own
+ * everywhere, `=1` uses this one on every CPU.
+ */
+function bf16Emulated(x: Tensor, weight: Tensor): boolean {
+  const env = process.env.RESNET_TS_BF16_CONV_FP32;
+  onednnBf16 ??= !cpuInfo().flagsKnown || cpuInfo().onednnBf16;
+  if (env === '0' || (env !== '1' && onednnBf16) || x.device !== 'cpu') return false;
+  const [on, dtype] = native.autocastState('cpu');
+  return on ? dtype === BF16 : x.dtype === 'bfloat16' && weight.dtype === 'bfloat16';
+}
+
+/**
+ * A bf16 convolution with the same numbers as oneDNN's: the operands rounded to bf16 (their products are exact
+ * in fp32), accumulated in fp32, the output rounded to bf16; run by libtorch's fp32 kernel with autocast off.
+ * Differentiable: the casts round the gradients to bf16 where a bf16 backward kernel would.
+ */
+function conv2dBf16InFp32(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, [s, p, d]: (readonly number[])[], groups: number): Tensor {
+  const made: Tensor[] = [];
+  const rounded = (t: Tensor): Tensor => {
+    if (t.dtype === 'bfloat16') return keepOf(made, t.to('float32'));
+    if (t.dtype !== 'float32') return t;
+    return keepOf(made, keepOf(made, t.to('bfloat16')).to('float32'));
+  };
+  try {
+    const y = autocast(() => new Tensor(native.conv2d(rounded(x).h, rounded(weight).h, bias ? rounded(bias).h : undefined, s!, p!, d!, groups)),
+      { device: 'cpu', dtype: 'bfloat16', enabled: false });
+    made.push(y);
+    return y.to('bfloat16');
+  } finally {
+    for (const t of made) t.dispose();
+  }
+}
+
+const keepOf = (list: Tensor[], t: Tensor): Tensor => {
+  list.push(t);
+  return t;
+};
 
 /** Batch normalisation; in training it updates runningMean/runningVar in place (momentum as torch's). */
 export function batchNorm(
