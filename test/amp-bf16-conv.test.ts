@@ -9,19 +9,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { autocast, cpu, F, tensor, tidy, type Tensor } from '../lib/index.ts';
-import { hasTorchPython, py } from './helpers.ts';
+import { hasTorchPython, lcg, py } from './helpers.ts';
 
 interface Ref { y: number[]; y64: number[]; gx: number[]; gw: number[]; gb: number[]; y32: number[] }
 
-function lcg(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2 ** 32) * 2 - 1;
-  }
-  return out;
-}
+const uniform = (n: number, seed: number): Float32Array => Float32Array.from({ length: n }, lcg(seed));
 
 /** |a - b| in units of one bf16 step at b's magnitude (2^-7 of the largest power of two ≤ |b|), floored at 2^-7 · floor. */
 function worstUlps(a: ArrayLike<number>, b: ArrayLike<number>, floor: number): number {
@@ -40,10 +32,10 @@ for (const groups of [1, 4]) {
   test(`bf16 autocast conv2d (groups ${groups}) in fp32 on rounded operands equals PyTorch's bf16 conv, forward and backward`, () => {
     if (!hasTorchPython) throw new Error('the .venv torch is needed (bash scripts/setup.sh)');
     const [n, c, h, o, k] = [2, 8, 9, 12, 3];
-    const xs = lcg(n * c * h * h, 1 + groups);
-    const ws = lcg(o * (c / groups) * k * k, 7 + groups).map((v) => v * 0.3);
-    const bs = lcg(o, 11).map((v) => v * 0.5);
-    const gs = lcg(n * o * h * h, 13);
+    const xs = uniform(n * c * h * h, 1 + groups);
+    const ws = uniform(o * (c / groups) * k * k, 7 + groups).map((v) => v * 0.3);
+    const bs = uniform(o, 11).map((v) => v * 0.5);
+    const gs = uniform(n * o * h * h, 13);
     const ref = py<Ref>(`
 import json, torch
 torch.set_num_threads(1)

@@ -4,13 +4,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { F, tensor, ones, noGrad, enableGrad, isGradEnabled, tidy, type Tensor } from '../lib/index.ts';
+import { lcg } from './helpers.ts';
 
 const flat = (t: Tensor): number[] => Array.from(t.toArray() as ArrayLike<number | bigint>, Number);
 
-function lcg(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
-}
 const rnd = lcg(5);
 const vals = (n: number) => Array.from({ length: n }, () => rnd());
 

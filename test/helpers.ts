@@ -22,6 +22,12 @@ export function py<T = unknown>(code: string, { python = torchPython, timeout = 
 
 export const hasTorchPython = existsSync(torchPython);
 
+/** A seeded generator of uniform numbers in [-1, 1) (a 32-bit LCG), for inputs both sides can rebuild. */
+export function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+}
+
 /** A fresh temporary directory. */
 export function tmp(prefix = 'resnet-ts-'): string {
   return mkdtempSync(join(tmpdir(), prefix));

@@ -1,7 +1,7 @@
 // F: torch.nn.functional's names in camelCase, over the native op table.
 import { native } from '../native.ts';
 import { cpuInfo } from '../cpu.ts';
-import { Tensor, autocast, dtypeOf, type DType } from '../tensor.ts';
+import { Tensor, autocast, dtypeOf, tidy, type DType } from '../tensor.ts';
 
 type Pair = number | readonly [number, number];
 const pair = (v: Pair): readonly number[] => (typeof v === 'number' ? [v, v] : v);
@@ -17,7 +17,6 @@ export function conv2d(
   return new Tensor(native.conv2d(x.h, weight.h, bias?.h, pair(stride), pair(padding), pair(dilation), groups));
 }
 
-let onednnBf16: boolean | undefined;
 const BF16 = dtypeOf('bfloat16');
 
 /**
@@ -28,8 +27,8 @@ const BF16 = dtypeOf('bfloat16');
  */
 function bf16Emulated(x: Tensor, weight: Tensor): boolean {
   const env = process.env.RESNET_TS_BF16_CONV_FP32;
-  onednnBf16 ??= !cpuInfo().flagsKnown || cpuInfo().onednnBf16;
-  if (env === '0' || (env !== '1' && onednnBf16) || x.device !== 'cpu') return false;
+  const cpu = cpuInfo();
+  if (env === '0' || (env !== '1' && (!cpu.flagsKnown || cpu.onednnBf16)) || x.device !== 'cpu') return false;
   const [on, dtype] = native.autocastState('cpu');
   return on ? dtype === BF16 : x.dtype === 'bfloat16' && weight.dtype === 'bfloat16';
 }
@@ -40,26 +39,10 @@ function bf16Emulated(x: Tensor, weight: Tensor): boolean {
  * Differentiable: the casts round the gradients to bf16 where a bf16 backward kernel would.
  */
 function conv2dBf16InFp32(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, [s, p, d]: (readonly number[])[], groups: number): Tensor {
-  const made: Tensor[] = [];
-  const rounded = (t: Tensor): Tensor => {
-    if (t.dtype === 'bfloat16') return keepOf(made, t.to('float32'));
-    if (t.dtype !== 'float32') return t;
-    return keepOf(made, keepOf(made, t.to('bfloat16')).to('float32'));
-  };
-  try {
-    const y = autocast(() => new Tensor(native.conv2d(rounded(x).h, rounded(weight).h, bias ? rounded(bias).h : undefined, s!, p!, d!, groups)),
-      { device: 'cpu', dtype: 'bfloat16', enabled: false });
-    made.push(y);
-    return y.to('bfloat16');
-  } finally {
-    for (const t of made) t.dispose();
-  }
+  const rounded = (t: Tensor): Tensor => (t.dtype === 'bfloat16' ? t.to('float32') : t.dtype === 'float32' ? t.to('bfloat16').to('float32') : t);
+  return tidy(() => autocast(() => new Tensor(native.conv2d(rounded(x).h, rounded(weight).h, bias ? rounded(bias).h : undefined, s!, p!, d!, groups)),
+    { device: 'cpu', dtype: 'bfloat16', enabled: false }).to('bfloat16'));
 }
-
-const keepOf = (list: Tensor[], t: Tensor): Tensor => {
-  list.push(t);
-  return t;
-};
 
 /** Batch normalisation; in training it updates runningMean/runningVar in place (momentum as torch's). */
 export function batchNorm(
