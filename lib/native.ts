@@ -1,7 +1,7 @@
 // The only place the addon is touched: the op table, which declares every native function once,
 // and the loader.
 import { createRequire } from 'node:module';
-import { loadAddon } from './addon.ts';
+import { SetupError, loadAddon } from './addon.ts';
 import { CudaOutOfMemoryError } from './cuda-error.ts';
 
 /** An opaque native tensor handle (a BigInt naming one at::Tensor in the addon's table). */
@@ -11,6 +11,8 @@ export interface Handle {
 declare const dtypeBrand: unique symbol;
 /** A dtype code of the addon (see native.dtypes). Any number is accepted; the brand marks dtype parameters in the table. */
 export type DTypeCode = number & { readonly [dtypeBrand]?: 'dtype' };
+/** The dtype names the addon has codes for (native.dtypes' keys). */
+export const DTYPE_NAMES = ['float32', 'float64', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool'] as const;
 type H = Handle;
 type Opt<T> = T | null | undefined;
 type Ints = number | readonly number[];
@@ -345,10 +347,33 @@ export interface Native extends NativeOps {
   dtypes: Readonly<Record<string, DTypeCode>>;
 }
 
+/**
+ * Set (to true) by the `resnet-ts` command before it imports a script for `--help`: the script imports
+ * the library, yet answering --help calls nothing native, so a missing addon must not stop it.
+ */
+const deferSetupError = Symbol.for('resnet-ts.deferSetupError');
+
+/** Stands in for the addon that failed to load: any property is itself, it has no keys, and any call throws `error`. */
+function deferred(error: Error): Native {
+  const stand: object = new Proxy(() => {}, {
+    get: (_, key) => (key === 'dtypes' ? Object.fromEntries(DTYPE_NAMES.map((name, i) => [name, -1 - i])) : stand),
+    apply: () => {
+      throw error;
+    },
+    ownKeys: () => [],
+  });
+  return stand as Native;
+}
+
 function load(): Native {
-  const addon = loadAddon<Native>(createRequire(import.meta.url));
-  addon.cudaSetErrorClass(CudaOutOfMemoryError);
-  return addon;
+  try {
+    const addon = loadAddon<Native>(createRequire(import.meta.url));
+    addon.cudaSetErrorClass(CudaOutOfMemoryError);
+    return addon;
+  } catch (e) {
+    if (e instanceof SetupError && (globalThis as Record<symbol, unknown>)[deferSetupError] === true) return deferred(e);
+    throw e;
+  }
 }
 
 /** The loaded addon. */

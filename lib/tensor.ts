@@ -1,8 +1,8 @@
 // Tensor, DType, Device; memory scopes (tidy/keep/dispose); grad and autocast modes.
-import { OPS, native, type DTypeCode, type Handle, type NativeOps, type Op, type ParamKind, type Signature } from './native.ts';
+import { DTYPE_NAMES, OPS, native, type DTypeCode, type Handle, type NativeOps, type Op, type ParamKind, type Signature } from './native.ts';
 
 /** Element types a Tensor can hold. */
-export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
+export type DType = (typeof DTYPE_NAMES)[number];
 /** Where a Tensor lives. */
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 /** Sizes of each dimension. */

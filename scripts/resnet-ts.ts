@@ -56,6 +56,8 @@ if (ext === '.ts' && !wantsHelp && cmd !== 'setup' && cmd !== 'doctor') {
   const r = spawnSync('bash', [join(here, 'setup.sh')], { stdio: 'inherit' });
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
+// --help prints the script's usage even where the addon is not built yet (lib/native.ts defers its SetupError).
+if (wantsHelp) (globalThis as Record<symbol, unknown>)[Symbol.for('resnet-ts.deferSetupError')] = true;
 // The script sees the argv it would see when run directly (it may re-run process.argv[1] in children).
 process.argv = [process.argv[0]!, scriptPath(entry.script), ...(serveBench ? rest.filter((a) => a !== '--serve') : rest)];
 await import(pathToFileURL(scriptPath(entry.script)).href);

@@ -6,7 +6,7 @@
 // C++ reads that name at another position. At the end every position must have been read.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { OPS, native, type Handle } from '../lib/native.ts';
+import { DTYPE_NAMES, OPS, native, type Handle } from '../lib/native.ts';
 
 // Need a process group before they read anything; their order is checked by distributed.test.ts
 // (SyncBatchNorm against BatchNorm2d, DDP against per-rank gradients).
@@ -81,6 +81,10 @@ test('every native function is a row of the op table, and every row is in the ad
   const fns = Object.keys(native).filter((k) => typeof (native as unknown as Record<string, unknown>)[k] === 'function');
   assert.equal(fns.filter((k) => !(k in OPS)), [], 'native functions missing from OPS');
   assert.equal(Object.keys(OPS).filter((k) => !fns.includes(k)), [], 'rows of OPS the addon lacks');
+});
+
+test('DTYPE_NAMES are the addon\'s dtype names', () => {
+  assert.equal(Object.keys(native.dtypes).sort(), [...DTYPE_NAMES].sort());
 });
 
 test('each row names the arguments in the order the C++ reads them', () => {

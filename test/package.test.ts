@@ -204,6 +204,17 @@ test('(e) no libtorch anywhere: npm install succeeds, the import throws one erro
   assert.is(r.stderr.match(/Error: /g)?.length, 1, `more than one error:\n${r.stderr}`);
   const cjs = sh(process.execPath, ['-e', "require('resnet-ts')"], app2, env);
   assert.match(cjs.stderr, /Run: npx resnet-ts setup/);
+  // --help needs no addon: every command answers it here too.
+  const bin2 = join(app2, 'node_modules', '.bin', 'resnet-ts');
+  for (const cmd of ['train', 'eval', 'predict', 'serve', 'bench', 'bench --serve', 'experiment', 'setup', 'doctor']) {
+    const h = sh(bin2, [...cmd.split(' '), '--help'], app2, env, 60_000);
+    assert.is(h.status, 0, `resnet-ts ${cmd} --help without an addon: ${h.stderr}`);
+    assert.match(h.stdout, /Usage:/);
+    assert.not.match(h.stderr, /SetupError/);
+  }
+  const noHelp = sh(bin2, ['predict', '--model', 'resnet18', image], app2, env, 60_000);
+  assert.is.not(noHelp.status, 0);
+  assert.match(noHelp.stderr, /the native addon is not built[\s\S]*Run: npx resnet-ts setup/);
   const wrong = sh('npm', ['rebuild', 'resnet-ts', '--foreground-scripts'], app2, { ...env, LIBTORCH: '/nonexistent/libtorch' });
   assert.is.not(wrong.status, 0);
   assert.match(wrong.stdout + wrong.stderr, /LIBTORCH=\/nonexistent\/libtorch is not a libtorch/);
