@@ -274,8 +274,15 @@ export abstract class Module {
     noGrad(() => {
       for (const [dst, src] of pairs) dst.copy_(src);
     });
+    for (const m of this.modules()) m.stateLoaded();
     return { missingKeys, unexpectedKeys, mismatchedKeys };
   }
+
+  /**
+   * Called on this module and every descendant after loadStateDict copied new values into their tensors (in
+   * place): a module that keeps something derived from them (a reordered weight) drops it here.
+   */
+  protected stateLoaded(): void {}
 
   /** Sets training mode on this module and every descendant (frozen ones stay in eval mode). */
   train(on = true): this {
