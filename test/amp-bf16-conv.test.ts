@@ -8,7 +8,7 @@
 // on every CPU.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { autocast, cpu, F, tensor, tidy, type Tensor } from '../lib/index.ts';
+import { autocast, cpu, F, inference, tensor, tidy, type Tensor } from '../lib/index.ts';
 import { hasTorchPython, lcg, py } from './helpers.ts';
 
 interface Ref { y: number[]; y64: number[]; gx: number[]; gw: number[]; gb: number[]; y32: number[] }
@@ -95,6 +95,47 @@ test('cpu.onednnBf16: AVX-512 BW/VL/DQ or Arm bf16 (libtorch\'s oneDNN bf16 chec
   const skx = cpu.parseCpuinfo('model name\t: Intel(R) Xeon(R) Gold 6148\nflags\t\t: avx2 avx512f avx512bw avx512vl avx512dq\n', 2);
   const arm = cpu.parseCpuinfo('processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n', 8);
   assert.equal([avx2.onednnBf16, skx.onednnBf16, arm.onednnBf16], [false, true, true]);
+});
+
+test('a fused bf16 convolution (inference.optimize) in fp32 on rounded operands: within one bf16 step of the exact one, bias, residual and ReLU included', () => {
+  if (!hasTorchPython) throw new Error('the .venv torch is needed (bash scripts/setup.sh)');
+  const [n, c, h, o, k] = [2, 8, 5, 8, 3];
+  const xs = uniform(n * c * h * h, 21);
+  const ws = uniform(o * c * k * k, 22).map((v) => v * 0.2);
+  const bs = uniform(o, 23).map((v) => v * 0.5);
+  const rs = uniform(n * o * h * h, 24);
+  // The exact result: float64 on the bf16-rounded operands, bias, residual, ReLU, then rounded to bf16 once.
+  const ref = py<{ plain: number[]; add: number[] }>(`
+import json, torch
+v = json.loads(${JSON.stringify(JSON.stringify({ xs: Array.from(xs), ws: Array.from(ws), bs: Array.from(bs), rs: Array.from(rs) }))})
+r = lambda a, *s: torch.tensor(a).reshape(*s).bfloat16().double()
+x, w, b, res = r(v['xs'], ${n}, ${c}, ${h}, ${h}), r(v['ws'], ${o}, ${c}, ${k}, ${k}), r(v['bs'], ${o}), r(v['rs'], ${n}, ${o}, ${h}, ${h})
+y = torch.nn.functional.conv2d(x, w, b, padding=1)
+e = lambda t: t.bfloat16().float().flatten().tolist()
+print(json.dumps({'plain': e(torch.relu(y)), 'add': e(torch.relu(y + res))}))
+`);
+  const before = process.env.RESNET_TS_BF16_CONV_FP32;
+  process.env.RESNET_TS_BF16_CONV_FP32 = '1';
+  try {
+    tidy(() => {
+      const conv = new inference.FusedConv2d({ inChannels: c, outChannels: o, kernelSize: [k, k], stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, relu: true, dtype: 'bfloat16' });
+      conv.loadStateDict({ weight: tensor(ws, { shape: [o, c, k, k] }), bias: tensor(bs, { shape: [o] }) });
+      const x = tensor(xs, { shape: [n, c, h, h] }).to('bfloat16').contiguous('channelsLast');
+      const res = tensor(rs, { shape: [n, o, h, h] }).to('bfloat16').contiguous('channelsLast');
+      for (const [name, y, r] of [['conv+bias+ReLU', conv.forward(x), ref.plain], ['conv+bias+residual+ReLU', conv.forwardAdd(x, res, true), ref.add]] as const) {
+        assert.is(y.dtype, 'bfloat16');
+        const yv = y.to('float32').contiguous().toArray() as Float32Array;
+        const ulps = worstUlps(yv, r, maxAbs(r) / 64);
+        assert.ok(ulps <= 1, `${name}: within one bf16 step of the exact result (worst ${ulps.toFixed(2)})`);
+        const same = yv.filter((v, i) => v === r[i]).length / yv.length;
+        assert.ok(same >= 0.9, `${name}: ${(100 * same).toFixed(1)} % bit-equal to the exact result`);
+      }
+      conv.dispose();
+    });
+  } finally {
+    if (before === undefined) delete process.env.RESNET_TS_BF16_CONV_FP32;
+    else process.env.RESNET_TS_BF16_CONV_FP32 = before;
+  }
 });
 
 test.run();

@@ -3,7 +3,8 @@
 // through libtorch's oneDNN fused kernel with its weight reordered once per layout (cached per module, never
 // per call), elsewhere (CUDA, float16, a libtorch without oneDNN) through aten's conv2d with the folded weight
 // and in-place add/ReLU. A planned 3x3 stride-1 convolution without a residual runs oneDNN's winograd kernel where
-// it has one (AVX-512). bfloat16 convolutions (groups 1, on CPUs with bf16 kernels) are planned the same way.
+// it has one (AVX-512). bfloat16 convolutions (groups 1, on CPUs with bf16 kernels) are planned the same way; on
+// CPUs without them (AVX2) each runs on a float32 copy of its weights, made once, between bf16 activations.
 // RESNET_TS_DNNL=0 in the environment keeps every convolution off the planned path, RESNET_TS_DNNL_BF16=0 the
 // bf16 ones, RESNET_TS_WINOGRAD=0 keeps planned ones direct.
 import * as F from '../nn/functional.ts';
@@ -139,8 +140,48 @@ function dropAll(c: PackCache): void {
   c.byShape.clear();
 }
 
+// bf16 modules on CPUs without oneDNN bf16 convolutions: a float32 copy of each (its bf16 weight and bias cast up
+// once, exactly), which runs on the float32 path, planned and fused like any other.
+const twins = new WeakMap<FusedConv2d, FusedConv2d>();
+
+/**
+ * A bf16 FusedConv2d where oneDNN has no bf16 convolution (AVX2 CPUs; F.bf16ConvInFp32): its float32 twin on the
+ * bf16 input, residual and output, which is a bf16 kernel's arithmetic (bf16 operands, whose products are exact in
+ * fp32, accumulated in fp32 with bias, residual and ReLU, rounded to bf16 once) without casting the weight each call.
+ */
+function bf16ViaFp32(m: FusedConv2d, x: Tensor, other: Tensor | null, relu: boolean): Tensor {
+  let twin = twins.get(m);
+  if (!twin) {
+    const Conv = m.constructor as new (spec: FusedConv2d['spec'], tensors: { weight: Tensor; bias: Tensor }) => FusedConv2d;
+    twin = new Conv({ ...m.spec, dtype: 'float32' }, { weight: m.weight.to('float32'), bias: m.bias.to('float32') });
+    twins.set(m, twin);
+  }
+  const xf = toFp32Rounded(x);
+  const of = other ? toFp32Rounded(other) : null;
+  // The residual's float32 copy is ours, so the twin may accumulate into it (the sum post-op); it is a new handle then.
+  const y = convForward(twin, xf, of, relu, of !== null && of !== other);
+  const out = y.to('bfloat16');
+  for (const t of new Set([y, xf, of])) if (t && t !== x && t !== other) t.dispose();
+  return out;
+}
+
+/** t in float32 with bf16 values: bf16 cast up exactly, float32 rounded to bf16 first; other dtypes as they are. */
+function toFp32Rounded(t: Tensor): Tensor {
+  if (t.dtype === 'bfloat16') return t.to('float32');
+  if (t.dtype !== 'float32') return t;
+  const b = t.to('bfloat16');
+  const f = b.to('float32');
+  b.dispose();
+  return f;
+}
+
 /** Frees a module's reordered weights. */
 export function releasePacks(m: FusedConv2d): void {
+  const twin = twins.get(m);
+  if (twin) {
+    twins.delete(m);
+    twin.dispose();
+  }
   const c = caches.get(m);
   if (c) dropAll(c);
   caches.delete(m);
@@ -198,6 +239,7 @@ function viaOneDnn(dtype: string, x: Tensor): boolean {
  */
 export function convForward(m: FusedConv2d, x: Tensor, other: Tensor | null, relu: boolean, overwrite = false): Tensor {
   const s = m.spec;
+  if (s.dtype === 'bfloat16' && x.device === 'cpu' && F.bf16ConvInFp32()) return bf16ViaFp32(m, x, other, relu);
   const input = x.dtype === s.dtype ? x : x.to(s.dtype);
   try {
     const shape = input.shape;

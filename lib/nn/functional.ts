@@ -26,11 +26,20 @@ const BF16 = dtypeOf('bfloat16');
  * everywhere, `=1` uses this one on every CPU.
  */
 function bf16Emulated(x: Tensor, weight: Tensor): boolean {
-  const env = process.env.RESNET_TS_BF16_CONV_FP32;
-  const cpu = cpuInfo();
-  if (env === '0' || (env !== '1' && (!cpu.flagsKnown || cpu.onednnBf16)) || x.device !== 'cpu') return false;
+  if (!bf16ConvInFp32() || x.device !== 'cpu') return false;
   const [on, dtype] = native.autocastState('cpu');
   return on ? dtype === BF16 : x.dtype === 'bfloat16' && weight.dtype === 'bfloat16';
+}
+
+/**
+ * Whether CPU bf16 convolutions run in fp32 on bf16-rounded operands here: on CPUs where libtorch's oneDNN has no
+ * bf16 convolution (cpu.onednnBf16 false), or everywhere with RESNET_TS_BF16_CONV_FP32=1 (never with =0).
+ */
+export function bf16ConvInFp32(): boolean {
+  const env = process.env.RESNET_TS_BF16_CONV_FP32;
+  if (env === '0' || env === '1') return env === '1';
+  const cpu = cpuInfo();
+  return cpu.flagsKnown && !cpu.onednnBf16;
 }
 
 /**
