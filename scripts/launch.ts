@@ -2,7 +2,7 @@
 // ranks. Node modules only: the launcher never loads libtorch.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { childCause, childExitCode, stoppedCleanly, type ChildExit } from './cli.ts';
+import { childCause, childExitCode, signalExitCode, stoppedCleanly, type ChildExit } from './cli.ts';
 
 /** A free TCP port on the loopback interface, for the rendezvous of local ranks. */
 function freePort(): Promise<number> {
@@ -29,6 +29,7 @@ export async function launch(n: number, o: { script: string; args: string[]; ext
   const children: ChildProcess[] = [];
   const exits: (ChildExit | undefined)[] = new Array(n).fill(undefined);
   let failed: number | undefined;
+  let forwarded: NodeJS.Signals | undefined;
   await new Promise<void>((resolve) => {
     let left = n;
     for (let r = 0; r < n; r++) {
@@ -46,6 +47,7 @@ export async function launch(n: number, o: { script: string; args: string[]; ext
     }
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
       process.on(sig, () => {
+        forwarded ??= sig;
         for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill(sig);
       });
     }
@@ -58,5 +60,8 @@ export async function launch(n: number, o: { script: string; args: string[]; ext
     return childExitCode(done[failed]!);
   }
   const codes = done.map(childExitCode);
+  // A rank can stop because another asked (the ranks agree at each step) before its own copy of the signal was
+  // handled; it then reports 130 whatever the signal was. The run's code is that of the signal this launcher got.
+  if (forwarded && codes.some((c) => c !== 0)) return signalExitCode(forwarded);
   return codes.find((c) => c !== 0) ?? 0;
 }
