@@ -152,27 +152,18 @@ const twins = new WeakMap<FusedConv2d, FusedConv2d>();
 function bf16ViaFp32(m: FusedConv2d, x: Tensor, other: Tensor | null, relu: boolean): Tensor {
   let twin = twins.get(m);
   if (!twin) {
+    // m's own class: this module cannot import fused.ts (which imports it).
     const Conv = m.constructor as new (spec: FusedConv2d['spec'], tensors: { weight: Tensor; bias: Tensor }) => FusedConv2d;
     twin = new Conv({ ...m.spec, dtype: 'float32' }, { weight: m.weight.to('float32'), bias: m.bias.to('float32') });
     twins.set(m, twin);
   }
-  const xf = toFp32Rounded(x);
-  const of = other ? toFp32Rounded(other) : null;
+  const xf = F.bf16RoundedFp32(x);
+  const of = other ? F.bf16RoundedFp32(other) : null;
   // The residual's float32 copy is ours, so the twin may accumulate into it (the sum post-op); it is a new handle then.
   const y = convForward(twin, xf, of, relu, of !== null && of !== other);
   const out = y.to('bfloat16');
   for (const t of new Set([y, xf, of])) if (t && t !== x && t !== other) t.dispose();
   return out;
-}
-
-/** t in float32 with bf16 values: bf16 cast up exactly, float32 rounded to bf16 first; other dtypes as they are. */
-function toFp32Rounded(t: Tensor): Tensor {
-  if (t.dtype === 'bfloat16') return t.to('float32');
-  if (t.dtype !== 'float32') return t;
-  const b = t.to('bfloat16');
-  const f = b.to('float32');
-  b.dispose();
-  return f;
 }
 
 /** Frees a module's reordered weights. */

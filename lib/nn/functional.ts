@@ -42,14 +42,24 @@ export function bf16ConvInFp32(): boolean {
   return cpu.flagsKnown && !cpu.onednnBf16;
 }
 
+/** t in float32 holding bf16 values: bf16 cast up (exact), float32 rounded to bf16 first; other dtypes as they are. */
+export function bf16RoundedFp32(t: Tensor): Tensor {
+  if (t.dtype === 'bfloat16') return t.to('float32');
+  if (t.dtype !== 'float32') return t;
+  const b = t.to('bfloat16');
+  const f = b.to('float32');
+  b.dispose();
+  return f;
+}
+
 /**
  * A bf16 convolution with the same numbers as oneDNN's: the operands rounded to bf16 (their products are exact
  * in fp32), accumulated in fp32, the output rounded to bf16; run by libtorch's fp32 kernel with autocast off.
  * Differentiable: the casts round the gradients to bf16 where a bf16 backward kernel would.
  */
 function conv2dBf16InFp32(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, [s, p, d]: (readonly number[])[], groups: number): Tensor {
-  const rounded = (t: Tensor): Tensor => (t.dtype === 'bfloat16' ? t.to('float32') : t.dtype === 'float32' ? t.to('bfloat16').to('float32') : t);
-  return tidy(() => autocast(() => new Tensor(native.conv2d(rounded(x).h, rounded(weight).h, bias ? rounded(bias).h : undefined, s!, p!, d!, groups)),
+  const r = bf16RoundedFp32;
+  return tidy(() => autocast(() => new Tensor(native.conv2d(r(x).h, r(weight).h, bias ? r(bias).h : undefined, s!, p!, d!, groups)),
     { device: 'cpu', dtype: 'bfloat16', enabled: false }).to('bfloat16'));
 }
 
