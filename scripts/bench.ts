@@ -51,6 +51,8 @@ interface Row {
   oursPeakBytes: number;
   pytorchPeakBytes: number;
   onnxruntimePeakBytes: number | null;
+  /** Every timed iteration of each side in the unit, round by round (rounds × iterations), to judge the noise. */
+  samples: { ours: number[][]; pytorch: number[][]; onnxruntime: number[][] | null };
 }
 
 const program = new Command('bench')
@@ -279,11 +281,13 @@ const rows: Row[] = [];
 const started = Date.now();
 for (const c of list) {
   const sides = { ours: [] as number[], pytorch: [] as number[], onnx: [] as number[] };
+  const byRound = { ours: [] as number[][], pytorch: [] as number[][], onnx: [] as number[][] };
   const peaks = { ours: 0, pytorch: 0, onnx: 0 };
   const onnx = withOnnx && c.kind === 'infer';
   for (let r = 0; r < o.rounds; r++) {
     const record = (k: keyof typeof sides, s: Side): void => {
       sides[k].push(...s.seconds);
+      byRound[k].push(s.seconds);
       peaks[k] = Math.max(peaks[k], s.peakBytes);
     };
     record('ours', runOurs(c));
@@ -293,12 +297,16 @@ for (const c of list) {
   const micro = c.kind === 'micro';
   const unit = micro ? 'ns/op' : 'ms/batch';
   const scale = micro ? 1e9 : 1e3;
+  const inUnit = (rounds: number[][]): number[][] => rounds.map((r) => r.map((v) => Number((v * scale).toPrecision(5))));
   const [a, b] = [median(sides.ours), median(sides.pytorch)];
   const ort = onnx ? median(sides.onnx) : null;
   const row: Row = {
     case: c.name, unit, ours: a * scale, pytorch: b * scale, onnxruntime: ort === null ? null : ort * scale,
     vsPytorch: a / b, vsOnnxruntime: ort === null ? null : a / ort,
     oursPeakBytes: peaks.ours, pytorchPeakBytes: peaks.pytorch, onnxruntimePeakBytes: onnx ? peaks.onnx : null,
+    samples: {
+      ours: inUnit(byRound.ours), pytorch: inUnit(byRound.pytorch), onnxruntime: onnx ? inUnit(byRound.onnx) : null,
+    },
   };
   rows.push(row);
   const f = (v: number | null, d = 2): string => (v === null ? '-' : v.toFixed(d));
