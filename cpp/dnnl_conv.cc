@@ -12,6 +12,7 @@
 // (RESNET_TS_DNNL=0) every function but dnnlAvailable() reports that plainly.
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -235,9 +236,58 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     }
     return planTensor(std::move(plan), owner);
   });
+  // dnnlMaxPool(input, kernel, stride, padding): max pooling of a float32 or bf16 [N, C, H, W] input, channels-last in
+  // and out, on oneDNN's pooling kernel (libtorch's channels-last one takes 2-3x as long: resnet50's stem pool at
+  // batch 1, 154 against 46 us; AMD EPYC, 2 threads). Padding is skipped, not read as zeros, and the output is
+  // floor((H + 2 * padding - kernel) / stride) + 1 high, as torch's max_pool2d without ceil_mode. The primitive is
+  // made once per shape and kept (per thread); a CPU where oneDNN has only its reference kernel is refused.
+  def(env, exports, "dnnlMaxPool", [](Args& a) {
+    at::Tensor& x0 = denseCpu(a, 0, "input");
+    std::vector<int64_t> kernel = a.ints(1, "kernel"), stride = a.ints(2, "stride"), padding = a.ints(3, "padding");
+    for (auto* v : {&kernel, &stride, &padding}) {
+      if (v->size() == 1) v->push_back(v->front());
+      if (v->size() != 2) a.typeError("kernel/stride/padding", "one or two integers");
+    }
+    TORCH_CHECK(x0.dim() == 4, "dnnlMaxPool: expected [N, C, H, W]; got ", x0.sizes());
+    auto dt = dnnlType(x0.scalar_type());
+    std::vector<int64_t> in = x0.sizes().vec(), out = {in[0], in[1]};
+    for (int d = 0; d < 2; d++) {
+      TORCH_CHECK(kernel[d] >= 1 && stride[d] >= 1 && padding[d] >= 0 && padding[d] * 2 <= kernel[d],
+                  "dnnlMaxPool: kernel and stride must be >= 1, padding >= 0 and at most half the kernel");
+      TORCH_CHECK(in[2 + d] + 2 * padding[d] >= kernel[d], "dnnlMaxPool: the input (", in[2], "x", in[3], ") is smaller than the kernel");
+      out.push_back((in[2 + d] + 2 * padding[d] - kernel[d]) / stride[d] + 1);
+    }
+    std::vector<int64_t> key = in;
+    for (auto* v : {&kernel, &stride, &padding}) key.insert(key.end(), v->begin(), v->end());
+    key.push_back(static_cast<int64_t>(dt));
+    static thread_local std::map<std::vector<int64_t>, dnnl::primitive> made;
+    auto it = made.find(key);
+    if (it == made.end()) {
+      memory::dims st{stride[0], stride[1]}, k{kernel[0], kernel[1]}, pad{padding[0], padding[1]}, dil{0, 0};
+#if DNNL_VERSION_MAJOR >= 3
+      dnnl::pooling_forward::primitive_desc pd(engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, nhwc(in, dt), nhwc(out, dt),
+                                               st, k, dil, pad, pad);
+      dnnl::primitive prim = dnnl::pooling_forward(pd);
+#else
+      dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, nhwc(in, dt), nhwc(out, dt), st, k, dil, pad, pad);
+      dnnl::pooling_v2_forward::primitive_desc pd(desc, engine());
+      dnnl::primitive prim = dnnl::pooling_v2_forward(pd);
+#endif
+      std::string impl = pd.impl_info_str();
+      TORCH_CHECK(impl.rfind("ref", 0) != 0, "oneDNN has only its reference kernel (", impl, ") for this pooling");
+      if (made.size() >= 64) made.clear();
+      it = made.emplace(key, prim).first;
+    }
+    at::Tensor x = x0.contiguous(at::MemoryFormat::ChannelsLast);
+    at::Tensor y = at::empty(out, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    it->second.execute(stream(), {{DNNL_ARG_SRC, memory(nhwc(in, dt), engine(), x.data_ptr())},
+                                  {DNNL_ARG_DST, memory(nhwc(out, dt), engine(), y.data_ptr())}});
+    stream().wait();
+    return y;
+  });
 #else
   def(env, exports, "dnnlVersion", [](Args& a) { return std::string(); });
-  for (const char* name : {"dnnlConvPlan", "dnnlPlanImpl", "dnnlConvRun"})
+  for (const char* name : {"dnnlConvPlan", "dnnlPlanImpl", "dnnlConvRun", "dnnlMaxPool"})
     def(env, exports, name, [](Args& a) -> at::Tensor {
       TORCH_CHECK(false, a.fn(), ": this addon was built without the system oneDNN (install libdnnl-dev, then rebuild)");
     });

@@ -335,6 +335,7 @@ export const OPS = {
   dnnlConvPlan: fn<(weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints, relu: boolean, add: boolean, like: Opt<H>, inPlace?: boolean, winograd?: boolean) => H>('weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'inputSize', 'relu', 'add', 'like', 'inPlace', 'winograd'),
   dnnlPlanImpl: fn<(plan: H) => string>('plan'),
   dnnlConvRun: fn<(plan: H, input: H, other: Opt<H>) => H>('plan', 'input', 'other'),
+  dnnlMaxPool: fn<(input: H, kernel: Ints, stride: Ints, padding: Ints) => H>('input', 'kernel', 'stride', 'padding'),
   cpuCacheStats: fn<() => { cachedBytes: number; cachedBlocks: number; liveBlocks: number; hits: number; misses: number; limitBytes: number }>(),
   cpuCacheEmpty: fn<() => void>(),
 };

@@ -1,12 +1,13 @@
 // Convolutions planned once on the system oneDNN (cpp/dnnl_conv.cc): against aten's own convolution (stride,
 // padding, dilation, groups, bias, residual, ReLU), that a plan is made once per input shape and shares the
-// reordered weight, that the fused network uses them, and that misuse is a clear error.
+// reordered weight, that the fused network uses them, and that misuse is a clear error; oneDNN's max pooling against
+// aten's.
 import { readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
-import { onednn, planned, plannedKernels } from '../lib/inference/onednn.ts';
+import { onednn, planned, plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
 import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
@@ -224,6 +225,68 @@ test('errors: a tensor that is not a plan, a wrong shape or dtype, a missing or 
     assert.throws(() => native.dnnlConvPlan(w.h, null, [0], [1], [1], 1, [1, 2, 2, 2], false, false, null), /smaller than the kernel/);
     assert.throws(() => native.dnnlConvPlan(w.h, null, [1], [0], [1], 1, [1, 2, 8, 8], false, false, null), /stride and dilation/);
   });
+});
+
+test('oneDNN max pooling equals aten max_pool2d exactly (float32, bf16; padding, stride, odd sizes, NCHW input)', () => {
+  if (!on) return;
+  noGrad(() => tidy(() => {
+    const cases = [
+      { shape: [1, 64, 112, 112], k: 3, s: 2, p: 1 },
+      { shape: [3, 16, 9, 7], k: 3, s: 2, p: 1 },
+      { shape: [2, 8, 10, 10], k: 2, s: 2, p: 0 },
+      { shape: [1, 24, 6, 5], k: 3, s: 1, p: 1 },
+    ];
+    for (const dtype of ['float32', 'bfloat16'] as const) {
+      for (const c of cases) {
+        // Negative everywhere: padding read as zeros would show as 0 at the borders.
+        const x = randn(c.shape).sub(4).to(dtype);
+        const ref = F.maxPool2d(x, c.k, { stride: c.s, padding: c.p });
+        for (const input of [x.contiguous('channelsLast'), x]) {
+          const y = plannedMaxPool(input, c.k, c.s, c.p);
+          if (!y) {
+            assert.ok(dtype === 'bfloat16', 'float32 max pooling is not refused where convolutions are planned');
+            continue;
+          }
+          assert.equal(y.shape, ref.shape, `${dtype} ${c.shape}`);
+          assert.ok(y.isChannelsLast, 'channels-last out');
+          assert.is(y.dtype, dtype);
+          assert.is(y.to('float32').sub(ref.to('float32')).abs().max().item(), 0, `${dtype} ${c.shape} k${c.k} s${c.s} p${c.p}`);
+        }
+      }
+    }
+    // Where it does not apply: the caller runs libtorch's.
+    assert.is(plannedMaxPool(randn([1, 4, 6, 6]).to('float64'), 3, 2, 1), null);
+    assert.is(plannedMaxPool(randn([1, 4, 6, 6], { requiresGrad: true }), 3, 2, 1), null);
+    const x = randn([1, 4, 6, 6]);
+    assert.throws(() => native.dnnlMaxPool(x.h, [3], [2], [2]), /at most half the kernel/);
+    assert.throws(() => native.dnnlMaxPool(randn([4, 6, 6]).h, [3], [2], [1]), /expected \[N, C, H, W\]/);
+    assert.throws(() => native.dnnlMaxPool(randn([1, 4, 2, 2]).h, [5], [1], [1]), /smaller than the kernel/);
+  }));
+});
+
+test('the fused resnet runs its stem pooling on oneDNN, with the unfused model\'s result', () => {
+  if (!on) return;
+  noGrad(() => tidy(() => {
+    const model = models.resnet18().eval();
+    const net = inference.optimize(model);
+    const x = randn([2, 3, 64, 64]);
+    const original = native.dnnlMaxPool;
+    let calls = 0;
+    (native as { dnnlMaxPool: typeof original }).dnnlMaxPool = (...args) => {
+      calls++;
+      return original(...args);
+    };
+    let y: Tensor;
+    try {
+      y = net.forward(x);
+    } finally {
+      (native as { dnnlMaxPool: typeof original }).dnnlMaxPool = original;
+    }
+    assert.is(calls, 1);
+    assert.ok(relErr(y, model.forward(x)) < 1e-4);
+    net.dispose();
+    model.dispose();
+  }));
 });
 
 test.run();

@@ -8,7 +8,7 @@ import { Linear, MaxPool2d, Sequential, chain } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
 import { ZeroPadShortcut } from '../models/blocks.ts';
 import type { Tensor } from '../tensor.ts';
-import { convForward, onednn, planned, releasePacks } from './onednn.ts';
+import { convForward, onednn, planned, plannedMaxPool, releasePacks } from './onednn.ts';
 
 /** The dtype the fused network computes in: float32, or bfloat16/float16 for `amp`. */
 export type ComputeDType = 'float32' | 'bfloat16' | 'float16';
@@ -202,6 +202,7 @@ export class FusedResidual extends Module {
 export class FusedNet extends Module {
   readonly spec: NetSpec;
   private readonly layers: Module[];
+  private readonly pool: MaxPool2d | null;
 
   constructor(spec: NetSpec) {
     super();
@@ -210,6 +211,7 @@ export class FusedNet extends Module {
     const pool = spec.maxpool
       ? this.registerModule('maxpool', new MaxPool2d(spec.maxpool.kernelSize, { stride: spec.maxpool.stride, padding: spec.maxpool.padding }))
       : null;
+    this.pool = pool;
     const stages = spec.stages.map((units, i) => this.registerModule(`layer${i + 1}`, new Sequential(...units.map((u) => new FusedResidual(u)))));
     const post = spec.post ? this.registerModule('post', new FusedAffine(spec.post)) : null;
     this.layers = [stem, ...(pool ? [pool] : []), ...stages, ...(post ? [post] : [])];
@@ -230,7 +232,8 @@ export class FusedNet extends Module {
     for (const layer of this.layers) {
       const units = layer instanceof Sequential && !hooked(layer) ? layer.namedChildren().map(([, m]) => m) : [layer];
       for (const m of units) {
-        const next = m instanceof FusedResidual && !hooked(m) ? m.forwardConsuming(features) : m.forward(features);
+        const next = m instanceof FusedResidual && !hooked(m) ? m.forwardConsuming(features)
+          : m === this.pool && !hooked(m) ? this.maxPool(features) : m.forward(features);
         if (features !== input) features.dispose();
         features = next;
       }
@@ -254,6 +257,12 @@ export class FusedNet extends Module {
     const y = fc.forward(flat);
     flat.dispose();
     return y;
+  }
+
+  /** The stem's max pooling: on oneDNN's kernel where plannedMaxPool applies, else the module's own (libtorch's). */
+  private maxPool(x: Tensor): Tensor {
+    const p = this.spec.maxpool!;
+    return plannedMaxPool(x, p.kernelSize, p.stride, p.padding) ?? this.pool!.forward(x);
   }
 
   /** Frees every parameter, buffer and reordered weight. */
