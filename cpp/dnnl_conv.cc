@@ -240,7 +240,8 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
   // and out, on oneDNN's pooling kernel (libtorch's channels-last one takes 2-3x as long: resnet50's stem pool at
   // batch 1, 154 against 46 us; AMD EPYC, 2 threads). Padding is skipped, not read as zeros, and the output is
   // floor((H + 2 * padding - kernel) / stride) + 1 high, as torch's max_pool2d without ceil_mode. The primitive is
-  // made once per shape and kept (per thread); a CPU where oneDNN has only its reference kernel is refused.
+  // made once per shape and kept (per thread); where oneDNN has only its reference kernel, or none (bf16 on AVX2),
+  // it is refused.
   def(env, exports, "dnnlMaxPool", [](Args& a) {
     at::Tensor& x0 = denseCpu(a, 0, "input");
     std::vector<int64_t> kernel = a.ints(1, "kernel"), stride = a.ints(2, "stride"), padding = a.ints(3, "padding");
@@ -264,16 +265,24 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     auto it = made.find(key);
     if (it == made.end()) {
       memory::dims st{stride[0], stride[1]}, k{kernel[0], kernel[1]}, pad{padding[0], padding[1]}, dil{0, 0};
+      dnnl::primitive prim;
+      std::string impl;
+      // No kernel at all is possible too (bf16 on an AVX2 CPU): refused the same way.
+      try {
 #if DNNL_VERSION_MAJOR >= 3
-      dnnl::pooling_forward::primitive_desc pd(engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, nhwc(in, dt), nhwc(out, dt),
-                                               st, k, dil, pad, pad);
-      dnnl::primitive prim = dnnl::pooling_forward(pd);
+        dnnl::pooling_forward::primitive_desc pd(engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, nhwc(in, dt),
+                                                 nhwc(out, dt), st, k, dil, pad, pad);
+        prim = dnnl::pooling_forward(pd);
 #else
-      dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, nhwc(in, dt), nhwc(out, dt), st, k, dil, pad, pad);
-      dnnl::pooling_v2_forward::primitive_desc pd(desc, engine());
-      dnnl::primitive prim = dnnl::pooling_v2_forward(pd);
+        dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, nhwc(in, dt), nhwc(out, dt), st, k,
+                                            dil, pad, pad);
+        dnnl::pooling_v2_forward::primitive_desc pd(desc, engine());
+        prim = dnnl::pooling_v2_forward(pd);
 #endif
-      std::string impl = pd.impl_info_str();
+        impl = pd.impl_info_str();
+      } catch (const dnnl::error& e) {
+        TORCH_CHECK(false, "oneDNN has no kernel for this pooling (", e.what(), ")");
+      }
       TORCH_CHECK(impl.rfind("ref", 0) != 0, "oneDNN has only its reference kernel (", impl, ") for this pooling");
       if (made.size() >= 64) made.clear();
       it = made.emplace(key, prim).first;

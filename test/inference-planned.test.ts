@@ -2,7 +2,9 @@
 // padding, dilation, groups, bias, residual, ReLU), that a plan is made once per input shape and shares the
 // reordered weight, that the fused network uses them, and that misuse is a clear error; oneDNN's max pooling against
 // aten's.
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
@@ -287,6 +289,17 @@ test('the fused resnet runs its stem pooling on oneDNN, with the unfused model\'
     net.dispose();
     model.dispose();
   }));
+});
+
+test('where oneDNN has no pooling kernel for a dtype (bf16 with oneDNN capped to AVX2) the pooling falls back, never throws', () => {
+  if (!on) return;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'inference-planned.child.ts')], {
+    encoding: 'utf8', env: { ...process.env, DNNL_MAX_CPU_ISA: 'AVX2', ONEDNN_MAX_CPU_ISA: 'AVX2', RESNET_TS_BF16_CONV_FP32: '1' },
+  });
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { float32: number | null; bfloat16: number | null; bf16NetRelErr: number };
+  assert.is(r.float32, 0, 'float32 pooling on the AVX2 kernel equals aten');
+  assert.ok(r.bfloat16 === null || r.bfloat16 === 0, `bf16: refused or equal (${r.bfloat16})`);
+  assert.ok(r.bf16NetRelErr < 0.05, `the bf16 fused net runs and agrees with float32 (${r.bf16NetRelErr})`);
 });
 
 test.run();
