@@ -125,11 +125,7 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     at::Tensor w = denseCpu(a, 0, "weight").contiguous();
     TORCH_CHECK(w.dim() == 4, "weight must be 4-D [out, in/groups, kh, kw]; got ", w.dim(), "-D");
     auto b = a.optTensor(1, "bias");
-    std::vector<int64_t> padding = a.ints(2, "padding"), stride = a.ints(3, "stride"), dilation = a.ints(4, "dilation");
-    for (auto* v : {&padding, &stride, &dilation}) {
-      if (v->size() == 1) v->push_back(v->front());
-      if (v->size() != 2) a.typeError("padding/stride/dilation", "one or two integers");
-    }
+    std::vector<int64_t> padding = a.pair(2, "padding"), stride = a.pair(3, "stride"), dilation = a.pair(4, "dilation");
     int64_t groups = a.integer(5, "groups");
     std::vector<int64_t> in = a.ints(6, "inputSize");
     bool relu = a.boolean(7, "relu", false), add = a.boolean(8, "add", false), inPlace = a.boolean(10, "inPlace", false);
@@ -244,11 +240,7 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
   // it is refused.
   def(env, exports, "dnnlMaxPool", [](Args& a) {
     at::Tensor& x0 = denseCpu(a, 0, "input");
-    std::vector<int64_t> kernel = a.ints(1, "kernel"), stride = a.ints(2, "stride"), padding = a.ints(3, "padding");
-    for (auto* v : {&kernel, &stride, &padding}) {
-      if (v->size() == 1) v->push_back(v->front());
-      if (v->size() != 2) a.typeError("kernel/stride/padding", "one or two integers");
-    }
+    std::vector<int64_t> kernel = a.pair(1, "kernel"), stride = a.pair(2, "stride"), padding = a.pair(3, "padding");
     TORCH_CHECK(x0.dim() == 4, "dnnlMaxPool: expected [N, C, H, W]; got ", x0.sizes());
     auto dt = dnnlType(x0.scalar_type());
     std::vector<int64_t> in = x0.sizes().vec(), out = {in[0], in[1]};

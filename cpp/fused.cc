@@ -66,11 +66,7 @@ struct Geometry {
 };
 
 Geometry geometry(const Args& a, size_t at) {
-  Geometry g{a.ints(at, "padding"), a.ints(at + 1, "stride"), a.ints(at + 2, "dilation"), a.integer(at + 3, "groups")};
-  for (auto* v : {&g.padding, &g.stride, &g.dilation}) {
-    if (v->size() == 1) v->push_back(v->front());
-    if (v->size() != 2) a.typeError("padding/stride/dilation", "one or two integers");
-  }
+  Geometry g{a.pair(at, "padding"), a.pair(at + 1, "stride"), a.pair(at + 2, "dilation"), a.integer(at + 3, "groups")};
   if (g.groups < 1) a.typeError("groups", "a positive integer");
   return g;
 }

@@ -130,6 +130,13 @@ std::vector<int64_t> Args::ints(size_t i, const char* name) const {
   return out;
 }
 
+std::vector<int64_t> Args::pair(size_t i, const char* name) const {
+  std::vector<int64_t> v = ints(i, name);
+  if (v.size() == 1) v.push_back(v.front());
+  if (v.size() != 2) typeError(name, "one or two integers");
+  return v;
+}
+
 std::optional<std::vector<int64_t>> Args::optInts(size_t i, const char* name) const {
   if (!has(i)) return std::nullopt;
   return ints(i, name);

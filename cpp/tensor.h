@@ -64,6 +64,8 @@ class Args {
   at::Scalar scalar(size_t i, const char* name, at::Scalar dflt) const { return has(i) ? scalar(i, name) : dflt; }
   bool isScalar(size_t i) const;
   std::vector<int64_t> ints(size_t i, const char* name) const;
+  // A 2-D geometry argument (kernel, stride, padding, dilation): one integer for both sides, or two.
+  std::vector<int64_t> pair(size_t i, const char* name) const;
   std::optional<std::vector<int64_t>> optInts(size_t i, const char* name) const;
   at::ScalarType dtype(size_t i, const char* name) const;
   std::optional<at::ScalarType> optDtype(size_t i, const char* name) const;

@@ -280,13 +280,11 @@ if (list.some((c) => c.amp) && !onCuda && !bf16Pays(info)) {
 const rows: Row[] = [];
 const started = Date.now();
 for (const c of list) {
-  const sides = { ours: [] as number[], pytorch: [] as number[], onnx: [] as number[] };
   const byRound = { ours: [] as number[][], pytorch: [] as number[][], onnx: [] as number[][] };
   const peaks = { ours: 0, pytorch: 0, onnx: 0 };
   const onnx = withOnnx && c.kind === 'infer';
   for (let r = 0; r < o.rounds; r++) {
-    const record = (k: keyof typeof sides, s: Side): void => {
-      sides[k].push(...s.seconds);
+    const record = (k: keyof typeof byRound, s: Side): void => {
       byRound[k].push(s.seconds);
       peaks[k] = Math.max(peaks[k], s.peakBytes);
     };
@@ -298,8 +296,8 @@ for (const c of list) {
   const unit = micro ? 'ns/op' : 'ms/batch';
   const scale = micro ? 1e9 : 1e3;
   const inUnit = (rounds: number[][]): number[][] => rounds.map((r) => r.map((v) => Number((v * scale).toPrecision(5))));
-  const [a, b] = [median(sides.ours), median(sides.pytorch)];
-  const ort = onnx ? median(sides.onnx) : null;
+  const [a, b] = [median(byRound.ours.flat()), median(byRound.pytorch.flat())];
+  const ort = onnx ? median(byRound.onnx.flat()) : null;
   const row: Row = {
     case: c.name, unit, ours: a * scale, pytorch: b * scale, onnxruntime: ort === null ? null : ort * scale,
     vsPytorch: a / b, vsOnnxruntime: ort === null ? null : a / ort,
