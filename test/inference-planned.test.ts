@@ -9,7 +9,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
-import { onednn, planned, plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
+import { parseCpuinfo } from '../lib/cpu.ts';
+import { keepsPlan, onednn, planned, plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
 import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
@@ -129,6 +130,27 @@ test('bf16: a planned convolution equals aten conv2d on the same bf16 values (to
       if (other) assert.ok(native.equal(other.h, y.h), 'written over the residual');
     });
   }
+});
+
+test('on a CPU with AMX-BF16 a bf16 plan is kept only on an AMX kernel; float32 plans and CPUs without AMX keep theirs', () => {
+  const cpu = (flags: string) => parseCpuinfo(`model name\t: test CPU\nflags\t\t: fpu avx2 avx512f avx512bw avx512vl avx512dq ${flags}\n`, 2);
+  const amx = cpu('avx512_bf16 amx_bf16 amx_tile');
+  const noAmx = cpu('avx512_bf16');
+  assert.ok(amx.amxBf16 && !noAmx.amxBf16);
+  // oneDNN 2.6's kernel names: AMX ones say so (jit_bf16_1x1:avx512_core_amx_bf16, brgconv:avx512_core_amx).
+  assert.ok(keepsPlan('bfloat16', 'brgconv:avx512_core_amx', amx));
+  assert.not.ok(keepsPlan('bfloat16', 'brgconv:avx512_core_bf16', amx));
+  assert.ok(keepsPlan('bfloat16', 'brgconv:avx512_core_bf16', noAmx));
+  assert.ok(keepsPlan('float32', 'brgconv:avx512_core', amx));
+  if (!on || !onednn.bf16) return;
+  tidy(() => {
+    // The kernel this CPU's oneDNN names for a real bf16 plan: kept here, and refused on an AMX CPU unless it is AMX's.
+    const w = randn([32, 16, 3, 3]).to('bfloat16');
+    const plan = new T(native.dnnlConvPlan(w.h, null, [1], [1], [1], 1, [1, 16, 14, 14], false, false, null, false, false));
+    const impl = native.dnnlPlanImpl(plan.h);
+    assert.ok(keepsPlan('bfloat16', impl), impl);
+    assert.is(keepsPlan('bfloat16', impl, amx), /amx/.test(impl), impl);
+  });
 });
 
 test('an inPlace plan accumulates into the residual (oneDNN sum post-op) and returns it; an NCHW residual is left alone', () => {
