@@ -66,6 +66,23 @@ try {
       process.env.RESNET_TS_WINOGRAD === '0' ? '; winograd off: RESNET_TS_WINOGRAD=0' : ''})`
     : 'no (float32 inference builds a oneDNN descriptor per call: sudo apt-get install libdnnl-dev, then rebuild)']);
   report.plannedConvolutions = planned;
+  if (planned) {
+    // The kernels oneDNN picks here (and whether bf16 is planned on it: on an AMX CPU only onto an AMX kernel).
+    try {
+      const { probeKernels } = await import('../lib/inference/onednn.ts');
+      const k = probeKernels();
+      if (k) {
+        const bf16 = k.bfloat16 === null
+          ? 'none (oneDNN has no bf16 convolution on this CPU)'
+          : k.bf16Planned ? k.bfloat16
+            : `${k.bfloat16}, not planned (${cpu.amxBf16 && !/amx/.test(k.bfloat16) ? 'no AMX kernel in the system oneDNN: ' : ''}libtorch's oneDNN runs bf16)`;
+        rows.push(['  kernels', `float32 ${k.float32}; bf16 ${bf16}`]);
+        report.kernels = k;
+      }
+    } catch (e) {
+      rows.push(['  kernels', `could not be probed: ${(e as Error).message.split('\n')[0]}`]);
+    }
+  }
   if (lib && addon.torchVersion() !== lib.version.split('+')[0]) {
     missing.push(`the addon was built against libtorch ${addon.torchVersion()} but ${lib.version} is found now -> ${setupCommand()}`);
   }

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
 import { parseCpuinfo } from '../lib/cpu.ts';
-import { keepsPlan, onednn, planned, plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
+import { keepsPlan, onednn, planned, plannedKernels, plannedMaxPool, probeKernels } from '../lib/inference/onednn.ts';
 import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
@@ -151,6 +151,28 @@ test('on a CPU with AMX-BF16 a bf16 plan is kept only on an AMX kernel; float32 
     assert.ok(keepsPlan('bfloat16', impl), impl);
     assert.is(keepsPlan('bfloat16', impl, amx), /amx/.test(impl), impl);
   });
+});
+
+test('probeKernels (what doctor prints) names the kernel a fused convolution of its shape runs, in float32 and bf16', () => {
+  if (!on) {
+    assert.is(probeKernels(), null);
+    return;
+  }
+  const probe = probeKernels()!;
+  noGrad(() => tidy(() => {
+    for (const dtype of ['float32', 'bfloat16'] as const) {
+      if (dtype === 'bfloat16' && !onednn.bf16) {
+        assert.is(probe.bfloat16, null);
+        continue;
+      }
+      const conv = new FusedConv2d({ inChannels: 256, outChannels: 64, kernelSize: [1, 1], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, relu: true, dtype });
+      conv.forward(randn([1, 256, 56, 56]).contiguous('channelsLast').to(dtype));
+      const used = Object.values(plannedKernels(conv));
+      if (dtype === 'float32') assert.equal(used, [probe.float32]);
+      else assert.equal(used, probe.bf16Planned ? [probe.bfloat16] : [], `bf16: ${probe.bfloat16}, planned ${probe.bf16Planned}`);
+      conv.dispose();
+    }
+  }));
 });
 
 test('an inPlace plan accumulates into the residual (oneDNN sum post-op) and returns it; an NCHW residual is left alone', () => {

@@ -9,6 +9,7 @@
 // RESNET_TS_DNNL=0 in the environment keeps every convolution off the planned path, RESNET_TS_DNNL_BF16=0 the
 // bf16 ones, RESNET_TS_WINOGRAD=0 keeps planned ones direct.
 import { type CpuInfo, cpuInfo } from '../cpu.ts';
+import { empty } from '../creation.ts';
 import * as F from '../nn/functional.ts';
 import { native } from '../native.ts';
 import { Tensor, keep } from '../tensor.ts';
@@ -122,6 +123,40 @@ function planFor(m: FusedConv2d, shape: number[], add: boolean, relu: boolean, i
  */
 export function keepsPlan(dtype: string, impl: string, cpu: CpuInfo = cpuInfo()): boolean {
   return dtype !== 'bfloat16' || !cpu.amxBf16 || /amx/.test(impl);
+}
+
+/** What probeKernels() found: the kernels the system oneDNN picks here, and whether bf16 convolutions are planned on it. */
+export interface KernelProbe {
+  float32: string;
+  /** null where oneDNN has no bf16 convolution on this CPU (bf16 then runs on float32 copies of the weights). */
+  bfloat16: string | null;
+  /** Whether bf16 convolutions with one group are planned on the system oneDNN (else libtorch's oneDNN runs them). */
+  bf16Planned: boolean;
+}
+
+/**
+ * The kernels the system oneDNN picks on this CPU for a representative convolution (resnet50's 1x1 from 256 to 64
+ * channels at 56x56 with ReLU, batch 1), in float32 and bf16, and whether the bf16 one is kept (keepsPlan): what
+ * `resnet-ts doctor` prints. null where convolutions are not planned (no system oneDNN, or RESNET_TS_DNNL=0).
+ */
+export function probeKernels(): KernelProbe | null {
+  if (!planned.available) return null;
+  const impl = (dtype: 'float32' | 'bfloat16'): string => {
+    const w = empty([64, 256, 1, 1], { dtype }).fill_(0.01);
+    try {
+      const plan = native.dnnlConvPlan(w.h, null, [0], [1], [1], 1, [1, 256, 56, 56], true, false, null, false, false);
+      try {
+        return native.dnnlPlanImpl(plan);
+      } finally {
+        native.dispose(plan);
+      }
+    } finally {
+      w.dispose();
+    }
+  };
+  const float32 = impl('float32');
+  const bfloat16 = onednn.bf16 ? impl('bfloat16') : null;
+  return { float32, bfloat16, bf16Planned: bfloat16 !== null && planned.bf16 && keepsPlan('bfloat16', bfloat16) };
 }
 
 /** The kernel each planned convolution of a module runs, by plan key (diagnostics and tests). */
