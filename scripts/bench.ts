@@ -15,6 +15,7 @@ import {
 } from '../lib/index.ts';
 import { bf16Pays, cpuInfo, describeCpu } from '../lib/cpu.ts';
 import { graphStep } from '../lib/train/graph-step.ts';
+import { probeKernels } from '../lib/inference/onednn.ts';
 import { buildTools } from './build-tools.ts';
 
 interface Case {
@@ -273,6 +274,10 @@ const load0 = loadavg();
 const info = cpuInfo();
 console.log(`resnet-ts bench: libtorch ${torchVersion()} (${lib.how}), device ${device}, ${o.threads} threads, ${o.rounds} rounds${o.quick ? ', quick' : ''}`);
 console.log(`CPU: ${describeCpu(info)}; load average ${load0.map((v) => v.toFixed(2)).join(' ')}`);
+// Which kernels the planned convolutions run here (null: not planned, libtorch's oneDNN runs them).
+const kernels = onCuda ? null : probeKernels();
+if (kernels) console.log(`oneDNN kernels (planned, a resnet50 1x1 layer): float32 ${kernels.float32}; bf16 ${kernels.bfloat16 ?? 'none'}${kernels.bfloat16 && !kernels.bf16Planned ? ' (not planned: libtorch\'s oneDNN runs bf16)' : ''}`);
+else if (!onCuda) console.log('oneDNN kernels: convolutions not planned (no system oneDNN in the addon, or RESNET_TS_DNNL=0): libtorch\'s oneDNN runs them');
 if (list.some((c) => c.amp) && !onCuda && !bf16Pays(info)) {
   console.log('note: this CPU has neither AVX512-BF16 nor AMX, so the bf16 cases run emulated and are expected to be slower than float32');
 }
@@ -322,6 +327,6 @@ for (const r of rows) {
 }
 writeFileSync(o.output, JSON.stringify({
   date: new Date().toISOString(), device, threads: o.threads, rounds: o.rounds, torch: torchVersion(), onnxruntime: onnxVersion ?? null,
-  cpu: { ...info, description: describeCpu(info) }, loadAverage: { start: load0, end: load1 }, rows,
+  cpu: { ...info, description: describeCpu(info) }, kernels, loadAverage: { start: load0, end: load1 }, rows,
 }, null, 2));
 console.log(`\nwrote ${o.output}`);
