@@ -1,8 +1,11 @@
 // Child of inference-planned.test.ts, run with oneDNN capped to AVX2 (DNNL_MAX_CPU_ISA=AVX2, read when libdnnl
 // loads), where it has no bf16 pooling kernel at all: the fused bf16 network and plannedMaxPool must fall back to
-// libtorch's pooling, not throw. Prints one JSON line for the parent.
+// libtorch's pooling, not throw; and the float32 ResNeXt, whose 4-channels-per-group convolutions oneDNN 2.6 has only
+// its gemm kernel for there (refused: libtorch's oneDNN runs them), must still equal the unfused model. Prints one
+// JSON line for the parent.
 import { F, inference, models, noGrad, randn, tidy } from '../lib/index.ts';
-import { plannedMaxPool } from '../lib/inference/onednn.ts';
+import type { FusedConv2d } from '../lib/inference/fused.ts';
+import { plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
 
 const out = noGrad(() => tidy(() => {
   const x = randn([2, 16, 9, 9]).sub(4);
@@ -17,6 +20,16 @@ const out = noGrad(() => tidy(() => {
   const logits = net.forward(img);
   const ref = model.forward(img);
   const err = logits.sub(ref).abs().max().item() / ref.abs().max().item();
-  return { float32: pool('float32'), bfloat16: pool('bfloat16'), bf16NetRelErr: err };
+  const rx = models.resnext50_32x4d().eval();
+  const rxNet = inference.optimize(rx);
+  const rxImg = randn([1, 3, 64, 64]);
+  const rxRef = rx.forward(rxImg);
+  const rxErr = rxNet.forward(rxImg).sub(rxRef).abs().max().item() / rxRef.abs().max().item();
+  const unit = rxNet.child('layer1').child('0');
+  const kernels = (name: string): string[] => Object.values(plannedKernels(unit.child<FusedConv2d>(name)));
+  return {
+    float32: pool('float32'), bfloat16: pool('bfloat16'), bf16NetRelErr: err,
+    resnextRelErr: rxErr, resnextKernels: { conv1: kernels('conv1'), grouped: kernels('conv2') },
+  };
 }));
 console.log(JSON.stringify(out));

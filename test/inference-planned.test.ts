@@ -335,15 +335,22 @@ test('the fused resnet runs its stem pooling on oneDNN, with the unfused model\'
   }));
 });
 
-test('where oneDNN has no pooling kernel for a dtype (bf16 with oneDNN capped to AVX2) the pooling falls back, never throws', () => {
+test('oneDNN capped to AVX2: no bf16 pooling kernel there, so pooling falls back (never throws); float32 ResNeXt on AVX2 kernels equals the unfused model', () => {
   if (!on) return;
   const out = execFileSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'inference-planned.child.ts')], {
     encoding: 'utf8', env: { ...process.env, DNNL_MAX_CPU_ISA: 'AVX2', ONEDNN_MAX_CPU_ISA: 'AVX2', RESNET_TS_BF16_CONV_FP32: '1' },
   });
-  const r = JSON.parse(out.trim().split('\n').pop()!) as { float32: number | null; bfloat16: number | null; bf16NetRelErr: number };
+  const r = JSON.parse(out.trim().split('\n').pop()!) as {
+    float32: number | null; bfloat16: number | null; bf16NetRelErr: number; resnextRelErr: number; resnextKernels: { conv1: string[]; grouped: string[] };
+  };
   assert.is(r.float32, 0, 'float32 pooling on the AVX2 kernel equals aten');
   assert.ok(r.bfloat16 === null || r.bfloat16 === 0, `bf16: refused or equal (${r.bfloat16})`);
   assert.ok(r.bf16NetRelErr < 0.05, `the bf16 fused net runs and agrees with float32 (${r.bf16NetRelErr})`);
+  // float32 on the AVX2 kernels: planned with them, the grouped 4-channel convolutions left to libtorch (no gemm plan).
+  assert.ok(r.resnextRelErr < 1e-4, `resnext50_32x4d fused on AVX2 kernels equals the unfused model (${r.resnextRelErr})`);
+  assert.equal(r.resnextKernels.conv1.length, 1);
+  assert.match(r.resnextKernels.conv1[0]!, /avx2/, `the 1x1 runs an AVX2 kernel: ${r.resnextKernels.conv1[0]}`);
+  assert.ok(r.resnextKernels.grouped.every((k) => !/gemm|ref/.test(k)), `no gemm or reference plan: ${r.resnextKernels.grouped.join(', ')}`);
 });
 
 test.run();
