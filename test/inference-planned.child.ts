@@ -1,10 +1,11 @@
 // Child of inference-planned.test.ts, run with oneDNN capped to AVX2 (DNNL_MAX_CPU_ISA=AVX2, read when libdnnl
 // loads), where it has no bf16 pooling kernel at all: the fused bf16 network and plannedMaxPool must fall back to
 // libtorch's pooling, not throw; and the float32 ResNeXt, whose 4-channels-per-group convolutions oneDNN 2.6 has only
-// its gemm kernel for there (refused: libtorch's oneDNN runs them), must still equal the unfused model. Prints one
-// JSON line for the parent.
+// its gemm kernel for there (refused: libtorch's oneDNN runs them), must still equal the unfused model; a 3x3
+// convolution at 14x14 is planned at batch 1 and left to libtorch's oneDNN from batch 2 (libtorchFaster), equal to aten's
+// either way. Prints one JSON line for the parent.
 import { F, inference, models, noGrad, randn, tidy } from '../lib/index.ts';
-import type { FusedConv2d } from '../lib/inference/fused.ts';
+import { FusedConv2d } from '../lib/inference/fused.ts';
 import { plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
 
 const out = noGrad(() => tidy(() => {
@@ -27,8 +28,17 @@ const out = noGrad(() => tidy(() => {
   const rxErr = rxNet.forward(rxImg).sub(rxRef).abs().max().item() / rxRef.abs().max().item();
   const unit = rxNet.child('layer1').child('0');
   const kernels = (name: string): string[] => Object.values(plannedKernels(unit.child<FusedConv2d>(name)));
+  const conv3 = new FusedConv2d({ inChannels: 64, outChannels: 64, kernelSize: [3, 3], stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, relu: true, dtype: 'float32' });
+  conv3.weight.copy_(randn([64, 64, 3, 3]).mul(0.05));
+  conv3.bias.copy_(randn([64]));
+  const byBatch = [1, 2].map((n) => {
+    const xi = randn([n, 64, 14, 14]).contiguous('channelsLast');
+    const y = conv3.forward(xi);
+    const ref = F.conv2d(xi, conv3.weight, conv3.bias, { padding: [1, 1] }).relu();
+    return { batch: n, relErr: y.sub(ref).abs().max().item() / ref.abs().max().item() };
+  });
   return {
-    float32: pool('float32'), bfloat16: pool('bfloat16'), bf16NetRelErr: err,
+    float32: pool('float32'), bfloat16: pool('bfloat16'), bf16NetRelErr: err, conv3x3: { byBatch, kernels: plannedKernels(conv3) },
     resnextRelErr: rxErr, resnextKernels: { conv1: kernels('conv1'), grouped: kernels('conv2') },
   };
 }));

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
 import { parseCpuinfo } from '../lib/cpu.ts';
-import { keepsPlan, onednn, planned, plannedKernels, plannedMaxPool, probeKernels } from '../lib/inference/onednn.ts';
+import { keepsPlan, libtorchFaster, onednn, planned, plannedKernels, plannedMaxPool, probeKernels } from '../lib/inference/onednn.ts';
 import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
@@ -342,6 +342,7 @@ test('oneDNN capped to AVX2: no bf16 pooling kernel there, so pooling falls back
   });
   const r = JSON.parse(out.trim().split('\n').pop()!) as {
     float32: number | null; bfloat16: number | null; bf16NetRelErr: number; resnextRelErr: number; resnextKernels: { conv1: string[]; grouped: string[] };
+    conv3x3: { byBatch: Array<{ batch: number; relErr: number }>; kernels: Record<string, string> };
   };
   assert.is(r.float32, 0, 'float32 pooling on the AVX2 kernel equals aten');
   assert.ok(r.bfloat16 === null || r.bfloat16 === 0, `bf16: refused or equal (${r.bfloat16})`);
@@ -351,6 +352,24 @@ test('oneDNN capped to AVX2: no bf16 pooling kernel there, so pooling falls back
   assert.equal(r.resnextKernels.conv1.length, 1);
   assert.match(r.resnextKernels.conv1[0]!, /avx2/, `the 1x1 runs an AVX2 kernel: ${r.resnextKernels.conv1[0]}`);
   assert.ok(r.resnextKernels.grouped.every((k) => !/gemm|ref/.test(k)), `no gemm or reference plan: ${r.resnextKernels.grouped.join(', ')}`);
+  // A 3x3 at 14x14: planned on 2.6's jit:avx2 at batch 1, libtorch's oneDNN from batch 2; equal to aten's either way.
+  for (const b of r.conv3x3.byBatch) assert.ok(b.relErr < 1e-5, `3x3 at batch ${b.batch}: ${b.relErr}`);
+  assert.equal(Object.keys(r.conv3x3.kernels), ['1,64,14,14r'], JSON.stringify(r.conv3x3.kernels));
+  assert.match(Object.values(r.conv3x3.kernels)[0]!, /^jit:avx2/);
+});
+
+test('libtorchFaster: only 3x3 convolutions on 2.6\'s jit:avx2 kernel, at most 14x14 output pixels, batch 2 and up', () => {
+  const spec = (k: number, stride = 1, groups = 1) => ({ kernelSize: [k, k] as [number, number], stride: [stride, stride] as [number, number], padding: [k >> 1, k >> 1] as [number, number], dilation: [1, 1] as [number, number], groups });
+  assert.ok(libtorchFaster('jit:avx2', spec(3), [16, 256, 14, 14]));
+  assert.ok(libtorchFaster('jit:avx2', spec(3, 2), [16, 256, 28, 28]), 'strided into 14x14');
+  assert.ok(libtorchFaster('jit:avx2', spec(3), [2, 512, 7, 7]));
+  assert.not.ok(libtorchFaster('jit:avx2', spec(3), [1, 256, 14, 14]), 'batch 1 stays planned');
+  assert.not.ok(libtorchFaster('jit:avx2', spec(3), [16, 128, 28, 28]), '28x28 output');
+  assert.not.ok(libtorchFaster('jit:avx2', spec(3, 2), [16, 128, 56, 56]), 'strided into 28x28');
+  assert.not.ok(libtorchFaster('jit:avx2', spec(3, 1, 32), [16, 1024, 14, 14]), 'grouped');
+  assert.not.ok(libtorchFaster('jit_1x1:avx2', spec(1), [16, 1024, 14, 14]), '1x1');
+  assert.not.ok(libtorchFaster('brgconv:avx512_core', spec(3), [16, 256, 14, 14]), 'AVX-512: 2.6 has brgemm');
+  assert.not.ok(libtorchFaster('jit_wino_4x3:avx512_core', spec(3), [16, 256, 14, 14]));
 });
 
 test.run();
