@@ -15,7 +15,7 @@ import {
 } from '../lib/index.ts';
 import { bf16Pays, cpuInfo, describeCpu } from '../lib/cpu.ts';
 import { graphStep } from '../lib/train/graph-step.ts';
-import { probeKernels } from '../lib/inference/onednn.ts';
+import { describeKernels, probeKernels } from '../lib/inference/onednn.ts';
 import { buildTools } from './build-tools.ts';
 
 interface Case {
@@ -276,7 +276,7 @@ console.log(`resnet-ts bench: libtorch ${torchVersion()} (${lib.how}), device ${
 console.log(`CPU: ${describeCpu(info)}; load average ${load0.map((v) => v.toFixed(2)).join(' ')}`);
 // Which kernels the planned convolutions run here (null: not planned, libtorch's oneDNN runs them).
 const kernels = onCuda ? null : probeKernels();
-if (kernels) console.log(`oneDNN kernels (planned, a resnet50 1x1 layer): float32 ${kernels.float32}; bf16 ${kernels.bfloat16 ?? 'none'}${kernels.bfloat16 && !kernels.bf16Planned ? ' (not planned: libtorch\'s oneDNN runs bf16)' : ''}`);
+if (kernels) console.log(`oneDNN kernels (planned, a resnet50 1x1 layer): ${describeKernels(kernels)}`);
 else if (!onCuda) console.log('oneDNN kernels: convolutions not planned (no system oneDNN in the addon, or RESNET_TS_DNNL=0): libtorch\'s oneDNN runs them');
 if (list.some((c) => c.amp) && !onCuda && !bf16Pays(info)) {
   console.log('note: this CPU has neither AVX512-BF16 nor AMX, so the bf16 cases run emulated and are expected to be slower than float32');

@@ -69,14 +69,10 @@ try {
   if (planned) {
     // The kernels oneDNN picks here (and whether bf16 is planned on it: on an AMX CPU only onto an AMX kernel).
     try {
-      const { probeKernels } = await import('../lib/inference/onednn.ts');
+      const { describeKernels, probeKernels } = await import('../lib/inference/onednn.ts');
       const k = probeKernels();
       if (k) {
-        const bf16 = k.bfloat16 === null
-          ? 'none (oneDNN has no bf16 convolution on this CPU)'
-          : k.bf16Planned ? k.bfloat16
-            : `${k.bfloat16}, not planned (${cpu.amxBf16 && !/amx/.test(k.bfloat16) ? 'no AMX kernel in the system oneDNN: ' : ''}libtorch's oneDNN runs bf16)`;
-        rows.push(['  kernels', `float32 ${k.float32}; bf16 ${bf16}`]);
+        rows.push(['  kernels', describeKernels(k)]);
         report.kernels = k;
       }
     } catch (e) {

@@ -13,7 +13,7 @@ import { empty } from '../creation.ts';
 import * as F from '../nn/functional.ts';
 import { native } from '../native.ts';
 import { Tensor, keep } from '../tensor.ts';
-import type { FusedConv2d } from './fused.ts';
+import type { ConvSpec, FusedConv2d } from './fused.ts';
 
 /** Whether this libtorch has oneDNN's fused ops, and whether oneDNN runs bf16 kernels on this CPU (asked once). */
 export const onednn = {
@@ -144,9 +144,10 @@ export function keepsPlan(dtype: string, impl: string, cpu: CpuInfo = cpuInfo())
  * 1.64 ms but 3.x builds a descriptor per call, and forwards were level (0.978, 1.025), so batch 1 stays planned. The
  * other 3x3 and every 1x1 layer are level or faster on 2.6's kernels.
  */
-export function libtorchFaster(impl: string, spec: { kernelSize: [number, number]; stride: [number, number]; padding: [number, number]; dilation: [number, number]; groups: number }, shape: number[]): boolean {
+export function libtorchFaster(impl: string, spec: Pick<ConvSpec, 'kernelSize' | 'stride' | 'padding' | 'dilation' | 'groups'>, shape: number[]): boolean {
   if (!/^jit:avx2/.test(impl) || shape[0]! < 2 || spec.groups !== 1 || spec.kernelSize[0] !== 3 || spec.kernelSize[1] !== 3) return false;
-  const out = (d: 0 | 1): number => Math.floor((shape[2 + d]! + 2 * spec.padding[d] - spec.dilation[d] * 2 - 1) / spec.stride[d]) + 1;
+  const out = (d: 0 | 1): number =>
+    Math.floor((shape[2 + d]! + 2 * spec.padding[d] - spec.dilation[d] * (spec.kernelSize[d] - 1) - 1) / spec.stride[d]) + 1;
   return out(0) * out(1) <= 196;
 }
 
@@ -182,6 +183,15 @@ export function probeKernels(): KernelProbe | null {
   const float32 = impl('float32');
   const bfloat16 = onednn.bf16 ? impl('bfloat16') : null;
   return { float32, bfloat16, bf16Planned: bfloat16 !== null && planned.bf16 && keepsPlan('bfloat16', bfloat16) };
+}
+
+/** probeKernels() in one line, for doctor and the bench header: "float32 <kernel>; bf16 <kernel or why not planned>". */
+export function describeKernels(k: KernelProbe): string {
+  const bf16 = k.bfloat16 === null
+    ? 'none (oneDNN has no bf16 convolution on this CPU)'
+    : k.bf16Planned ? k.bfloat16
+      : `${k.bfloat16}, not planned (${keepsPlan('bfloat16', k.bfloat16) ? '' : 'no AMX kernel in the system oneDNN: '}libtorch's oneDNN runs bf16)`;
+  return `float32 ${k.float32}; bf16 ${bf16}`;
 }
 
 /** The kernel each planned convolution of a module runs, by plan key (diagnostics and tests). */
