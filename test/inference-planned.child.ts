@@ -6,7 +6,7 @@
 // either way. Prints one JSON line for the parent.
 import { F, inference, models, noGrad, randn, tidy } from '../lib/index.ts';
 import { FusedConv2d } from '../lib/inference/fused.ts';
-import { plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
+import { planCacheSize, plannedKernels, plannedMaxPool } from '../lib/inference/onednn.ts';
 
 const out = noGrad(() => tidy(() => {
   const x = randn([2, 16, 9, 9]).sub(4);
@@ -37,7 +37,17 @@ const out = noGrad(() => tidy(() => {
     const ref = F.conv2d(xi, conv3.weight, conv3.bias, { padding: [1, 1] }).relu();
     return { batch: n, relErr: y.sub(ref).abs().max().item() / ref.abs().max().item() };
   });
+  // A server fed many batch sizes: each declined shape is remembered, but only the latest 64 of them.
+  const small = new FusedConv2d({ inChannels: 8, outChannels: 8, kernelSize: [3, 3], stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, relu: false, dtype: 'float32' });
+  small.weight.copy_(randn([8, 8, 3, 3]));
+  let smallErr = 0;
+  for (let n = 2; n < 72; n++) {
+    const xi = randn([n, 8, 4, 4]).contiguous('channelsLast');
+    const ref = F.conv2d(xi, small.weight, small.bias, { padding: [1, 1] });
+    smallErr = Math.max(smallErr, small.forward(xi).sub(ref).abs().max().item() / ref.abs().max().item());
+  }
   return {
+    manyBatches: { ...planCacheSize(small), relErr: smallErr },
     float32: pool('float32'), bfloat16: pool('bfloat16'), bf16NetRelErr: err, conv3x3: { byBatch, kernels: plannedKernels(conv3) },
     resnextRelErr: rxErr, resnextKernels: { conv1: kernels('conv1'), grouped: kernels('conv2') },
   };

@@ -343,6 +343,7 @@ test('oneDNN capped to AVX2: no bf16 pooling kernel there, so pooling falls back
   const r = JSON.parse(out.trim().split('\n').pop()!) as {
     float32: number | null; bfloat16: number | null; bf16NetRelErr: number; resnextRelErr: number; resnextKernels: { conv1: string[]; grouped: string[] };
     conv3x3: { byBatch: Array<{ batch: number; relErr: number }>; kernels: Record<string, string> };
+    manyBatches: { plans: number; declined: number; relErr: number };
   };
   assert.is(r.float32, 0, 'float32 pooling on the AVX2 kernel equals aten');
   assert.ok(r.bfloat16 === null || r.bfloat16 === 0, `bf16: refused or equal (${r.bfloat16})`);
@@ -356,6 +357,9 @@ test('oneDNN capped to AVX2: no bf16 pooling kernel there, so pooling falls back
   for (const b of r.conv3x3.byBatch) assert.ok(b.relErr < 1e-5, `3x3 at batch ${b.batch}: ${b.relErr}`);
   assert.equal(Object.keys(r.conv3x3.kernels), ['1,64,14,14r'], JSON.stringify(r.conv3x3.kernels));
   assert.match(Object.values(r.conv3x3.kernels)[0]!, /^jit:avx2/);
+  // 70 batch sizes (2..71) of a 3x3 at 4x4, all declined: the cache of declined shapes stops at 64, outputs stay right.
+  assert.equal(r.manyBatches, { plans: 0, declined: 64, relErr: r.manyBatches.relErr });
+  assert.ok(r.manyBatches.relErr < 1e-5, `${r.manyBatches.relErr}`);
 });
 
 test('libtorchFaster: only 3x3 convolutions on 2.6\'s jit:avx2 kernel, at most 14x14 output pixels, batch 2 and up', () => {

@@ -55,7 +55,10 @@ interface PlanCache {
   plans: Map<string, Tensor>;
   /** Set once oneDNN had only a reference kernel for this convolution: libtorch's path from then on. */
   refused: boolean;
-  /** Plan keys (input shapes) for which libtorch's newer oneDNN has the faster kernel (see libtorchFaster). */
+  /**
+   * Plan keys (input shapes) for which libtorch's newer oneDNN has the faster kernel (see libtorchFaster); insertion
+   * order is age, and past MAX_DECLINED keys the oldest is forgotten (its shape is then probed once more if it recurs).
+   */
   declined: Set<string>;
 }
 
@@ -63,6 +66,8 @@ const planCaches = new WeakMap<FusedConv2d, PlanCache>();
 // Each plan holds a primitive (its JIT code) and shares the reordered weight with the others where oneDNN chose
 // the same layout; past this many input shapes per convolution the oldest plan is dropped.
 const MAX_PLANS = 8;
+// A declined key costs only its string, but a server fed every batch size and image size would add one per shape.
+const MAX_DECLINED = 64;
 // Winograd from 14x14 output pixels at batch 1 up (measured on resnet50's layers, AMD EPYC, 2 threads: 256 channels
 // at 14x14 0.45 against 0.53 ms direct, 512 at 7x7 level, 512 at 1x1 0.42 against 0.11 ms).
 const WINOGRAD_MIN_PIXELS = 196;
@@ -113,6 +118,7 @@ function planFor(m: FusedConv2d, shape: number[], add: boolean, relu: boolean, i
   if (libtorchFaster(impl, m.spec, shape)) {
     plan.dispose();
     c.declined.add(key);
+    if (c.declined.size > MAX_DECLINED) c.declined.delete(c.declined.values().next().value!);
     return null;
   }
   c.plans.set(key, plan);
@@ -192,6 +198,12 @@ export function describeKernels(k: KernelProbe): string {
     : k.bf16Planned ? k.bfloat16
       : `${k.bfloat16}, not planned (${keepsPlan('bfloat16', k.bfloat16) ? '' : 'no AMX kernel in the system oneDNN: '}libtorch's oneDNN runs bf16)`;
   return `float32 ${k.float32}; bf16 ${bf16}`;
+}
+
+/** How many plans a convolution holds and how many input shapes it left to libtorch's oneDNN (diagnostics and tests). */
+export function planCacheSize(m: FusedConv2d): { plans: number; declined: number } {
+  const c = planCaches.get(m);
+  return { plans: c?.plans.size ?? 0, declined: c?.declined.size ?? 0 };
 }
 
 /** The kernel each planned convolution of a module runs, by plan key (diagnostics and tests). */
