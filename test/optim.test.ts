@@ -4,6 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { tensor, noGrad, Tensor, memory } from '../lib/index.ts';
 import { SGD, AdamW, LRScheduler, multiStep, cosine, warmup, oneCycle, clipGradNorm, noDecayOnNormAndBias } from '../lib/optim/index.ts';
+import { updateSlices } from '../lib/optim/optimizer.ts';
 import { py, maxAbsDiff } from './helpers.ts';
 
 // Two parameters (a 2x3 weight, a 3-vector "bias") and a gradient per step from a fixed formula.
@@ -73,6 +74,40 @@ test('AdamW matches torch.optim.AdamW(foreach=True) over 6 steps', () => {
   const a = runOurs((ps) => new AdamW(ps, { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.05 }), 6);
   const [b] = runTorch(['torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05, foreach=True)'], 6);
   close(a, b!, 2e-6);
+});
+
+test('CPU updates run in slices of the parameter list: each tensor alone still matches torch, bit for bit the whole-list update', () => {
+  const sizes = (ns: number[]): Tensor[] => ns.map((n) => tensor(new Array(n).fill(0), { shape: [n] }));
+  assert.equal(updateSlices(sizes([6, 3, 10, 1, 1]), 8), [[0, 1], [1, 2], [2, 3], [3, 5]]);
+  assert.equal(updateSlices(sizes([2, 2, 2]), 4), [[0, 2], [2, 3]]);
+  assert.equal(updateSlices(sizes([6, 3]), 0), [[0, 2]], '0: the whole list');
+  assert.equal(updateSlices([], 8), []);
+  const sliced = (fn: () => number[][][]): number[][][] => {
+    process.env.RESNET_TS_OPTIM_SLICE = '4'; // P0's 6- and 3-element tensors each alone
+    try {
+      return fn();
+    } finally {
+      delete process.env.RESNET_TS_OPTIM_SLICE;
+    }
+  };
+  const makers = [
+    ...SGD_CASES.map(([, ours]) => (ps: Tensor[]) => new SGD(ps, ours as { lr: number })),
+    (ps: Tensor[]) => new AdamW(ps, { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.05 }),
+  ];
+  const ref = runTorch([
+    ...SGD_CASES.map(([, , theirs]) => `torch.optim.SGD(ps, ${theirs})`),
+    'torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)',
+  ], 6);
+  makers.forEach((make, i) => {
+    const a = sliced(() => runOurs(make, 6));
+    close(a, ref[i]!, 2e-6);
+    process.env.RESNET_TS_OPTIM_SLICE = '0';
+    try {
+      assert.equal(a, runOurs(make, 6), `case ${i}: sliced equals whole`);
+    } finally {
+      delete process.env.RESNET_TS_OPTIM_SLICE;
+    }
+  });
 });
 
 test('groups without weight decay on 1-D params match torch param groups', () => {

@@ -17,6 +17,41 @@ export interface OptimizerState {
   meta: { kind: string; groups: Record<string, number | boolean>[]; steps: Record<string, number> };
 }
 
+/**
+ * Parameters per CPU update slice, in elements (`RESNET_TS_OPTIM_SLICE`, read at each step; 0: the whole list at
+ * once). An update is several elementwise passes over its tensors (SGD: the decayed gradient, the momentum buffer
+ * twice, the parameter), so running them over a few tensors at a time gives the same values, bit for bit, while each
+ * pass finds the tensors the one before left in cache. Over the whole list (resnet50's 25.6 M parameters, ~100 MB a
+ * pass) every pass went to memory: in-process A/B, Zen 5 EPYC, 2 threads, 2026-12-06, the SGD step of a training
+ * step took 14.3 ms whole against 10.9 ms in slices of 256 Ki elements (resnext50_32x4d 22.1 against 14.1; 1 Mi and
+ * 64 Ki elements measured the same), AdamW's 41.0 against 30.2. torch's own CPU default goes tensor by tensor.
+ */
+const DEFAULT_SLICE_ELEMENTS = 256 * 1024;
+
+/**
+ * [from, to) index ranges over `params`: runs of consecutive CPU tensors of at most `elements` in all (a larger
+ * tensor alone), or one range for the whole list where a tensor is not on the CPU (CUDA's foreach kernels take
+ * the list in one launch) or `elements` is 0.
+ */
+export function updateSlices(params: Tensor[], elements = Number(process.env.RESNET_TS_OPTIM_SLICE ?? DEFAULT_SLICE_ELEMENTS)): Array<[number, number]> {
+  if (!params.length) return [];
+  if (!(elements > 0) || params.some((p) => p.device !== 'cpu')) return [[0, params.length]];
+  const out: Array<[number, number]> = [];
+  let from = 0;
+  let size = 0;
+  params.forEach((p, i) => {
+    const n = p.numel;
+    if (i > from && size + n > elements) {
+      out.push([from, i]);
+      from = i;
+      size = 0;
+    }
+    size += n;
+  });
+  out.push([from, params.length]);
+  return out;
+}
+
 /** Base of the optimizers: per-parameter state tensors that persist across steps. */
 export abstract class Optimizer<O extends { lr: number }> {
   readonly groups: Group<O>[];
@@ -55,7 +90,10 @@ export abstract class Optimizer<O extends { lr: number }> {
             grads.push(grad);
           }
         }
-        if (params.length) this.update(g, params, grads);
+        // On CPU in slices that stay in cache from one pass to the next (updateSlices); elsewhere whole.
+        for (const [from, to] of updateSlices(params)) {
+          tidy(() => this.update(g, params.slice(from, to), grads.slice(from, to)));
+        }
       }
     }));
   }
