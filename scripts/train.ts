@@ -8,13 +8,13 @@ import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { float, int, ints, stopOnSignals } from './cli.ts';
 import { launch } from './launch.ts';
+import { applyWaitPolicy } from './omp-policy.ts';
 import type { Device } from '../lib/index.ts';
 import type { FreezeSpec, Recipe } from '../lib/train/index.ts';
 
-// libgomp's threads spin while waiting; on a shared 2-core machine a spinning thread starves the
-// one doing the work and small ops take milliseconds. Passive waiting must be chosen before libtorch
-// loads, hence the dynamic import.
-process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+// How OpenMP's threads wait (spinning where the run has the cores to itself, passively where it shares them)
+// must be chosen before libtorch loads, hence the dynamic import.
+const ompNote = await applyWaitPolicy();
 const { models, setNumThreads, cuda, train, distributed: dist } = await import('../lib/index.ts');
 
 const EXIT_USAGE = 2;
@@ -83,6 +83,9 @@ const program = new Command('train')
   .option('--head-lr <x>', 'learning rate of the classifier (default: --lr), scheduled like the rest', float(0))
   .option('--val-split <x>', 'a folder without val/: hold out this fraction of each class for testing, drawn with --seed', fraction)
   .option('--quiet', 'no progress output', false)
+  .addHelpText('after', '\nEnvironment: OMP_WAIT_POLICY (unset: chosen at start and printed on the first line; libgomp\'s default spin-waiting\n' +
+    'when the run has the cores to itself, PASSIVE when other processes keep half a core or more busy, for data-parallel\n' +
+    'runs and for image folders; set it to keep your choice).')
   .exitOverride()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) })
   .showHelpAfterError('(run with --help for all flags)');
@@ -209,7 +212,7 @@ async function main(): Promise<void> {
   if (!f.quiet) {
     console.log(`training ${f.model} on ${f.data} (${t.train.source.length} train / ${t.test.source.length} test images) for ${f.epochs} epochs on ${device}` +
       `${world > 1 ? ` × ${world} ranks` : ''}, ` +
-      `${f.threads} threads, batch ${f.batchSize}, ${f.optimizer} lr ${f.lr} ${f.schedule}, wd ${f.wd}` +
+      `${f.threads} threads (${ompNote}), batch ${f.batchSize}, ${f.optimizer} lr ${f.lr} ${f.schedule}, wd ${f.wd}` +
       `${f.ema ? `, EMA ${f.emaDecay}` : ''}${f.tta ? ', flip TTA' : ''}${f.randomErasing ? `, random erasing ${f.randomErasing}` : ''}; writing ${out}${resuming ? ' (resuming)' : ''}`);
     if (recipe.weights) {
       console.log(`from ${recipe.weights}${recipe.freeze ? `, frozen: ${recipe.freeze}` : ''}${recipe.headLr !== undefined ? `, classifier lr ${recipe.headLr}` : ''}; ` +
