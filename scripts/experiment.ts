@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import { Argument, Command, CommanderError, Option } from 'commander';
 import { int, ints, stopOnSignals } from './cli.ts';
 import { trainInProcesses } from './experiment-jobs.ts';
+import { applyWaitPolicy } from './omp-policy.ts';
 import type { DataName, Scale } from '../lib/experiments/index.ts';
 
-// Passive OpenMP waiting must be chosen before libtorch loads (see scripts/train.ts), hence the dynamic imports.
-process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+// OpenMP's wait policy must be chosen before libtorch loads (scripts/omp-policy.ts), hence the dynamic imports.
+const ompNote = await applyWaitPolicy();
 const { setNumThreads, cuda, data, models } = await import('../lib/index.ts');
 const ex = await import('../lib/experiments/index.ts');
 type ExperimentOptions = import('../lib/experiments/index.ts').ExperimentOptions;
@@ -138,6 +139,7 @@ async function main(): Promise<void> {
   const log = (line: string): void => {
     if (!f.quiet) console.log(line);
   };
+  if (f.job === undefined) log(ompNote);
   for (const name of names) {
     const exp = ex.EXPERIMENTS[name]!;
     const seeds = f.seeds ?? ex.seedsFor(f.scale, f.seed);

@@ -4,8 +4,8 @@
 // 2026-12-06: 1156-1245 images/s against 1004 with PASSIVE, as PyTorch runs by default). Where other work
 // shares the cores a spinning thread takes the core the working one needs and small ops take milliseconds
 // (resnet50 b1 at load 11 on 2 cores: 2.8 x onnxruntime's time spinning, 0.94 x passive), so there it waits
-// passively: when other processes are busy, when the run is one of several data-parallel processes, or when
-// its images are decoded on other threads meanwhile (an image folder).
+// passively: when other processes are busy, when the run is one of several data-parallel processes or of an
+// experiment's --jobs, or when its images are decoded on other threads meanwhile (an image folder).
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 
@@ -38,7 +38,7 @@ export interface WaitChoice {
 }
 
 /**
- * The choice for a run with these arguments: PASSIVE for data-parallel runs and image folders, and when the
+ * The choice for a run with these arguments: PASSIVE for data-parallel runs, experiments' --jobs and image folders, and when the
  * other processes kept `busy` cores (or more) of `cores` busy while this one waited; else libgomp's default.
  */
 export function chooseWaitPolicy(o: { args: string[]; env: NodeJS.ProcessEnv; busy: number | null; cores: number }): WaitChoice {
@@ -50,6 +50,10 @@ export function chooseWaitPolicy(o: { args: string[]; env: NodeJS.ProcessEnv; bu
   };
   if (Number(o.env.WORLD_SIZE ?? 1) > 1 || Number(value('--nproc-per-node') ?? 1) > 1) {
     return { policy: 'PASSIVE', reason: 'OpenMP waits passively: data-parallel processes share the cores' };
+  }
+  // `experiment --jobs N`: N runs train at once, each in a process of its own (started with --job).
+  if (Number(value('--jobs') ?? 1) > 1 || value('--job') !== undefined) {
+    return { policy: 'PASSIVE', reason: 'OpenMP waits passively: several runs share the cores' };
   }
   const data = value('--data') ?? 'fashion-mnist';
   if (!IN_MEMORY.has(data)) return { policy: 'PASSIVE', reason: 'OpenMP waits passively: images are decoded meanwhile' };

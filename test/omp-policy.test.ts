@@ -16,7 +16,7 @@ test('busyCores: the share of non-idle time between two /proc/stat snapshots, in
   assert.is(busyCores(before, before, 2), null, 'no time passed');
 });
 
-test('chooseWaitPolicy: spin on an idle machine; passive when others are busy, data-parallel, an image folder, or unknown', () => {
+test('chooseWaitPolicy: spin on an idle machine; passive when others are busy, data-parallel, experiment --jobs, an image folder, or unknown', () => {
   const c = (args: string[], busy: number | null, env: NodeJS.ProcessEnv = {}) => chooseWaitPolicy({ args, env, busy, cores: 2 }).policy;
   assert.is(c(['--epochs', '1'], 0.1), null);
   assert.is(c(['--data', 'cifar10'], 0.2), null);
@@ -26,6 +26,9 @@ test('chooseWaitPolicy: spin on an idle machine; passive when others are busy, d
   assert.is(c(['--nproc-per-node=2'], 0), 'PASSIVE');
   assert.is(c([], 0, { WORLD_SIZE: '4' }), 'PASSIVE');
   assert.is(c(['--data', '/data/imagenette'], 0), 'PASSIVE');
+  assert.is(c(['degradation', '--jobs', '2'], 0), 'PASSIVE', 'experiment --jobs 2');
+  assert.is(c(['degradation', '--jobs', '1'], 0), null);
+  assert.is(c(['degradation', '--job', 'plain20@0'], 0), 'PASSIVE', 'a --jobs child');
   assert.match(chooseWaitPolicy({ args: [], env: {}, busy: 0.04, cores: 2 }).reason, /spin-waits: other processes used 0\.0 of 2 cores/);
 });
 
