@@ -1,7 +1,7 @@
 // How a training run's OpenMP threads wait between ops, chosen before libtorch (and its libgomp, which reads
-// OMP_WAIT_POLICY once, when it loads) is imported. libgomp's default spins for a while before sleeping: on a
-// machine the run has to itself that is fastest (resnet20 on Fashion-MNIST, batch 128, 2 threads, Zen 5 EPYC,
-// 2026-12-06: 1156-1245 images/s against 1004 with PASSIVE, as PyTorch runs by default). Where other work
+// OMP_WAIT_POLICY once, when it loads) is imported. libgomp's default, which PyTorch runs with, spins for a while
+// before sleeping: on a machine the run has to itself that is fastest (resnet20 on Fashion-MNIST, batch 128,
+// 2 threads, Zen 5 EPYC, 2026-12-06: 1156-1245 images/s against 1004 with PASSIVE). Where other work
 // shares the cores a spinning thread takes the core the working one needs and small ops take milliseconds
 // (resnet50 b1 at load 11 on 2 cores: 2.8 x onnxruntime's time spinning, 0.94 x passive), so there it waits
 // passively: when other processes are busy, when the run is one of several data-parallel processes or of an
