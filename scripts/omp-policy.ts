@@ -79,8 +79,9 @@ export async function applyWaitPolicy(args = process.argv.slice(2), ms = 250): P
   };
   const cores = availableParallelism();
   let busy: number | null = null;
-  // --help and bad flags answer at once: no sampling where nothing will train.
-  if (!args.some((a) => a === '--help' || a === '-h')) {
+  // No sampling where the arguments decide (PASSIVE even on an idle machine) or nothing will train (--help).
+  const decided = chooseWaitPolicy({ args, env: process.env, busy: 0, cores }).policy !== null;
+  if (!decided && !args.some((a) => a === '--help' || a === '-h')) {
     const before = stat();
     await new Promise((r) => setTimeout(r, ms));
     busy = busyCores(before, stat(), cores);

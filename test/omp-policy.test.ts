@@ -33,9 +33,9 @@ test('chooseWaitPolicy: spin on an idle machine; passive when others are busy, d
 });
 
 // applyWaitPolicy in a fresh process, as train.ts calls it before libtorch loads: what it sets and says.
-const probe = (env: NodeJS.ProcessEnv): { policy: string | null; note: string } => {
+const probe = (env: NodeJS.ProcessEnv, args = ['--epochs', '1']): { policy: string | null; note: string } => {
   const code = `import { applyWaitPolicy } from ${JSON.stringify(join(root, 'scripts/omp-policy.ts'))};
-const note = await applyWaitPolicy(['--epochs', '1'], 400);
+const note = await applyWaitPolicy(${JSON.stringify(args)}, 400);
 console.log(JSON.stringify({ policy: process.env.OMP_WAIT_POLICY ?? null, note }));`;
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: root, encoding: 'utf8', env, timeout: 60_000 });
   assert.is(r.status, 0, r.stderr);
@@ -55,6 +55,7 @@ test('applyWaitPolicy: with two busy-looping processes beside it, the run waits 
     for (const h of hogs) h.kill('SIGKILL');
   }
   assert.equal(probe({ ...env, OMP_WAIT_POLICY: 'ACTIVE' }), { policy: 'ACTIVE', note: 'OMP_WAIT_POLICY=ACTIVE as set' });
+  assert.equal(probe(env, ['--nproc-per-node', '2']), { policy: 'PASSIVE', note: 'OpenMP waits passively: data-parallel processes share the cores' });
 });
 
 test.run();
