@@ -49,6 +49,31 @@ int64_t reductionOf(const Args& a, size_t i) {
 
 }  // namespace
 
+
+// The fused optimizer kernels' precondition: every list as long as the parameters' (an empty one allowed: no
+// momentum), each tensor dense and laid out as its parameter (same sizes, strides, dtype and device).
+// Strides of size-1 dimensions are never used to reach an element, so they may differ (a channels-last 1x1 weight).
+static bool sameLayout(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.sizes().equals(b.sizes())) return false;
+  for (int64_t d = 0; d < a.dim(); d++) {
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
+static void checkFusedLayout(const std::vector<at::Tensor>& self, std::initializer_list<const std::vector<at::Tensor>*> others) {
+  for (const auto* list : others) {
+    TORCH_CHECK(list->empty() || list->size() == self.size(), list->size(), " state tensors for ", self.size(), " parameters");
+    for (size_t i = 0; i < list->size(); i++) {
+      const at::Tensor& p = self[i];
+      const at::Tensor& t = (*list)[i];
+      TORCH_CHECK(p.is_non_overlapping_and_dense() && sameLayout(p, t) && t.scalar_type() == p.scalar_type() && t.device() == p.device(),
+                  "tensor ", i, " is not laid out as its parameter (sizes ", t.sizes(), " strides ", t.strides(), " ", t.scalar_type(),
+                  " against ", p.sizes(), " ", p.strides(), " ", p.scalar_type(), ")");
+    }
+  }
+}
+
 void registerOps(Napi::Env env, Napi::Object exports) {
   // ---- creation ----
   def(env, exports, "zeros", [](Args& a) { return at::zeros(a.ints(0, "shape"), opts(a, 1, 2)); });
@@ -300,6 +325,27 @@ void registerOps(Napi::Env env, Napi::Object exports) {
   def(env, exports, "foreachZero_", [](Args& a) { at::_foreach_zero_(a.tensors(0, "self")); });
   def(env, exports, "foreachCopy_", [](Args& a) { at::_foreach_copy_(a.tensors(0, "self"), a.tensors(1, "src"), false); });
   def(env, exports, "foreachMulTensor_", [](Args& a) { at::_foreach_mul_(a.tensors(0, "self"), a.tensor(1, "scalar")); });
+
+  // torch.optim's fused=True updates: each tensor's parameter, gradient and state read and written in one pass.
+  // The kernels walk the raw storage of each, so they must share one dense layout (checked here: a mismatch would
+  // pair the wrong elements, silently).
+  def(env, exports, "fusedSgd_", [](Args& a) {
+    auto self = a.tensors(0, "self");
+    auto grads = a.tensors(1, "grads");
+    auto bufs = a.tensors(2, "momentumBuffers");
+    checkFusedLayout(self, {&grads, &bufs});
+    at::_fused_sgd_(self, grads, bufs, a.num(3, "weightDecay"), a.num(4, "momentum"), a.num(5, "lr"), a.num(6, "dampening"),
+                    a.boolean(7, "nesterov", false), false, a.boolean(8, "isFirstStep", false));
+  });
+  def(env, exports, "fusedAdamw_", [](Args& a) {
+    auto self = a.tensors(0, "self");
+    auto grads = a.tensors(1, "grads");
+    auto m = a.tensors(2, "expAvgs");
+    auto v = a.tensors(3, "expAvgSqs");
+    checkFusedLayout(self, {&grads, &m, &v});
+    at::_fused_adamw_(self, grads, m, v, {}, a.tensors(4, "stateSteps"), a.num(5, "lr"), a.num(6, "beta1"), a.num(7, "beta2"),
+                      a.num(8, "weightDecay"), a.num(9, "eps"), false, false);
+  });
 }
 
 }  // namespace rts

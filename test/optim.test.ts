@@ -110,6 +110,22 @@ test('CPU updates run in slices of the parameter list: each tensor alone still m
   });
 });
 
+test('fused: true matches torch.optim.SGD(fused=True) and AdamW(fused=True) over 6 steps; a gradient laid out unlike its parameter is a clear error', () => {
+  const ref = runTorch([
+    ...SGD_CASES.map(([, , theirs]) => `torch.optim.SGD(ps, ${theirs}, fused=True)`),
+    'torch.optim.AdamW(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05, fused=True)',
+  ], 6);
+  const makers = [
+    ...SGD_CASES.map(([, ours]) => (ps: Tensor[]) => new SGD(ps, { ...(ours as { lr: number }), fused: true })),
+    (ps: Tensor[]) => new AdamW(ps, { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.05, fused: true }),
+  ];
+  makers.forEach((make, i) => close(runOurs(make, 6), ref[i]!, 0));
+  const w = tensor([1, 2, 3, 4, 5, 6], { shape: [2, 3] }).requiresGrad_();
+  w.grad = tensor([1, 2, 3, 4, 5, 6], { shape: [3, 2] }).transpose(0, 1);
+  assert.throws(() => new SGD([w], { lr: 0.1, momentum: 0.9, fused: true }).step(), /fusedSgd_: tensor 0 is not laid out as its parameter/);
+  assert.equal(Array.from(w.toArray() as Float32Array), [1, 2, 3, 4, 5, 6], 'nothing was updated');
+});
+
 test('groups without weight decay on 1-D params match torch param groups', () => {
   const a = runOurs((ps) => new SGD(noDecayOnNormAndBias([['w', ps[0]!], ['b', ps[1]!]], 0.1), { lr: 0.05, momentum: 0.9, weightDecay: 0.1 }), 4);
   const [b] = runTorch(["torch.optim.SGD([{'params': [ps[0]], 'weight_decay': 0.1}, {'params': [ps[1]], 'weight_decay': 0}], lr=0.05, momentum=0.9)"], 4);
