@@ -120,9 +120,19 @@ test('fused: true matches torch.optim.SGD(fused=True) and AdamW(fused=True) over
     (ps: Tensor[]) => new AdamW(ps, { lr: 0.01, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0.05, fused: true }),
   ];
   makers.forEach((make, i) => close(runOurs(make, 6), ref[i]!, 0));
+  // A well-laid-out parameter first, then one whose gradient is transposed: the step throws before changing either,
+  // even with slices of one tensor each.
+  const ok = tensor([1, 2, 3], { shape: [3] }).requiresGrad_();
+  ok.grad = tensor([1, 1, 1], { shape: [3] });
   const w = tensor([1, 2, 3, 4, 5, 6], { shape: [2, 3] }).requiresGrad_();
   w.grad = tensor([1, 2, 3, 4, 5, 6], { shape: [3, 2] }).transpose(0, 1);
-  assert.throws(() => new SGD([w], { lr: 0.1, momentum: 0.9, fused: true }).step(), /fusedSgd_: tensor 0 is not laid out as its parameter/);
+  process.env.RESNET_TS_OPTIM_SLICE = '1';
+  try {
+    assert.throws(() => new SGD([ok, w], { lr: 0.1, momentum: 0.9, fused: true }).step(), /fusedSgd_: tensor 1 is not laid out as its parameter/);
+  } finally {
+    delete process.env.RESNET_TS_OPTIM_SLICE;
+  }
+  assert.equal(Array.from(ok.toArray() as Float32Array), [1, 2, 3], 'nothing was updated');
   assert.equal(Array.from(w.toArray() as Float32Array), [1, 2, 3, 4, 5, 6], 'nothing was updated');
 });
 

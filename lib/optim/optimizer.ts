@@ -90,8 +90,10 @@ export abstract class Optimizer<O extends { lr: number }> {
             grads.push(grad);
           }
         }
-        // On CPU in slices that stay in cache from one pass to the next (updateSlices); elsewhere whole.
-        for (const [from, to] of updateSlices(params)) {
+        // On CPU in slices that stay in cache from one pass to the next (updateSlices); elsewhere, and for a fused
+        // update (one pass per tensor anyway, its layout check then covering the whole group before any change), whole.
+        const ranges = (g as { fused?: boolean }).fused ? [[0, params.length] as [number, number]] : updateSlices(params);
+        for (const [from, to] of ranges) {
           tidy(() => this.update(g, params.slice(from, to), grads.slice(from, to)));
         }
       }
