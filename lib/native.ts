@@ -251,12 +251,12 @@ export const OPS = {
   foreachSqrt: fn<(self: readonly H[]) => H[]>('self'),
   foreachNorm: fn<(self: readonly H[], ord: number) => H[]>('self', 'ord'),
   foreachZero_: fn<(self: readonly H[]) => void>('self'),
+  foreachCopy_: fn<(self: readonly H[], src: readonly H[]) => void>('self', 'src'),
+  foreachMulTensor_: fn<(self: readonly H[], scalar: H) => void>('self', 'scalar'),
   fusedSgd_: fn<(self: readonly H[], grads: readonly H[], momentumBuffers: readonly H[], weightDecay: number, momentum: number, lr: number, dampening: number, nesterov: boolean, isFirstStep: boolean) => void>(
     'self', 'grads', 'momentumBuffers', 'weightDecay', 'momentum', 'lr', 'dampening', 'nesterov', 'isFirstStep'),
   fusedAdamw_: fn<(self: readonly H[], grads: readonly H[], expAvgs: readonly H[], expAvgSqs: readonly H[], stateSteps: readonly H[], lr: number, beta1: number, beta2: number, weightDecay: number, eps: number) => void>(
     'self', 'grads', 'expAvgs', 'expAvgSqs', 'stateSteps', 'lr', 'beta1', 'beta2', 'weightDecay', 'eps'),
-  foreachCopy_: fn<(self: readonly H[], src: readonly H[]) => void>('self', 'src'),
-  foreachMulTensor_: fn<(self: readonly H[], scalar: H) => void>('self', 'scalar'),
 
   // ---- autograd, modes, RNG, threads (cpp/autograd.cc) ----
   /** Turns gradient recording for this tensor on (default) or off. */

@@ -53,7 +53,7 @@ export function updateSlices(params: Tensor[], elements = Number(process.env.RES
 }
 
 /** Base of the optimizers: per-parameter state tensors that persist across steps. */
-export abstract class Optimizer<O extends { lr: number }> {
+export abstract class Optimizer<O extends { lr: number; fused?: boolean }> {
   readonly groups: Group<O>[];
   protected readonly state = new Map<Tensor, Record<string, Tensor>>();
   protected readonly steps = new Map<Tensor, number>();
@@ -92,7 +92,7 @@ export abstract class Optimizer<O extends { lr: number }> {
         }
         // On CPU in slices that stay in cache from one pass to the next (updateSlices); elsewhere, and for a fused
         // update (one pass per tensor anyway, its layout check then covering the whole group before any change), whole.
-        const ranges = (g as { fused?: boolean }).fused ? [[0, params.length] as [number, number]] : updateSlices(params);
+        const ranges = g.fused ? [[0, params.length] as [number, number]] : updateSlices(params);
         for (const [from, to] of ranges) {
           tidy(() => this.update(g, params.slice(from, to), grads.slice(from, to)));
         }
