@@ -175,6 +175,40 @@ test('probeKernels (what doctor prints) names the kernel a fused convolution of 
   }));
 });
 
+test('a strided 1x1 convolution runs strided or at unit stride on its subsampled input (the faster on its first input); each equals aten conv2d', () => {
+  if (!on) return;
+  const saved = process.env.RESNET_TS_DNNL_SUBSAMPLE;
+  try {
+    for (const mode of ['0', '1', 'auto']) {
+      for (const s of [{ hw: 15, stride: 2, pad: 0 }, { hw: 16, stride: 3, pad: 0 }, { hw: 15, stride: 2, pad: 1 }]) {
+        process.env.RESNET_TS_DNNL_SUBSAMPLE = mode;
+        tidy(() => noGrad(() => {
+          const w = randn([48, 32, 1, 1]).mul(0.2);
+          const b = randn([48]);
+          const conv = new FusedConv2d({ inChannels: 32, outChannels: 48, kernelSize: [1, 1], stride: [s.stride, s.stride], padding: [s.pad, s.pad], dilation: [1, 1], groups: 1, relu: true, dtype: 'float32' }, { weight: w, bias: b });
+          const x = randn([2, 32, s.hw, s.hw]).contiguous('channelsLast');
+          const ref = F.conv2d(x, w, b, { stride: [s.stride, s.stride], padding: [s.pad, s.pad] }).relu();
+          for (let i = 0; i < 2; i++) {
+            const y = conv.forward(x);
+            assert.equal(y.shape, ref.shape);
+            assert.ok(relErr(y, ref) < 1e-5, `mode ${mode}, ${JSON.stringify(s)}, call ${i}: ${relErr(y, ref)}`);
+          }
+          const kernels = Object.values(plannedKernels(conv));
+          assert.is(kernels.length, 1, 'one plan kept (the other one freed)');
+          const sub = kernels[0]!.endsWith(' on the subsampled input');
+          // Padding makes a 1x1 convolution read zeros a subsampled input lacks: never subsampled.
+          if (s.pad > 0 || mode === '0') assert.not.ok(sub, kernels[0]);
+          else if (mode === '1') assert.ok(sub, kernels[0]);
+          conv.dispose();
+        }));
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env.RESNET_TS_DNNL_SUBSAMPLE;
+    else process.env.RESNET_TS_DNNL_SUBSAMPLE = saved;
+  }
+});
+
 test('an inPlace plan accumulates into the residual (oneDNN sum post-op) and returns it; an NCHW residual is left alone', () => {
   if (!on) return;
   for (const s of [{ c: 64, k: 256, hw: 14, ks: 1, pad: 0 }, { c: 16, k: 16, hw: 9, ks: 3, pad: 1 }]) {
