@@ -77,7 +77,7 @@ function dropPlans(c: PlanCache): void {
   c.plans.clear();
 }
 
-/** The module's plan for inputs shaped like `shape` (made on first use), or null where oneDNN refused it. */
+/** The module's plan for inputs shaped like `input` (made on first use; a strided 1x1 one timed on it), or null where oneDNN refused it. */
 function planFor(m: FusedConv2d, input: Tensor, add: boolean, relu: boolean, inPlace: boolean): Tensor | null {
   const shape = input.shape;
   let c = planCaches.get(m);
