@@ -77,9 +77,8 @@ function dropPlans(c: PlanCache): void {
   c.plans.clear();
 }
 
-/** The module's plan for inputs shaped like `input` (made on first use; a strided 1x1 one timed on it), or null where oneDNN refused it. */
-function planFor(m: FusedConv2d, input: Tensor, add: boolean, relu: boolean, inPlace: boolean): Tensor | null {
-  const shape = input.shape;
+/** The module's plan for inputs of `input`'s shape (made on first use; a strided 1x1 one timed on it), or null where oneDNN refused it. */
+function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, relu: boolean, inPlace: boolean): Tensor | null {
   let c = planCaches.get(m);
   if (c && (c.weight !== m.weight || c.bias !== m.bias)) {
     dropPlans(c);
@@ -122,7 +121,7 @@ function planFor(m: FusedConv2d, input: Tensor, add: boolean, relu: boolean, inP
     if (c.declined.size > MAX_DECLINED) c.declined.delete(c.declined.values().next().value!);
     return null;
   }
-  if (subsampleCandidate(m.spec, add)) plan = fasterOfStridedAndSubsampled(m, plan, input, relu);
+  if (subsampleCandidate(m.spec, add)) plan = fasterOfStridedAndSubsampled(m, plan, input, shape, relu);
   c.plans.set(key, plan);
   if (c.plans.size > MAX_PLANS) {
     const [oldKey, old] = c.plans.entries().next().value!;
@@ -166,12 +165,11 @@ function subsampleCandidate(spec: ConvSpec, add: boolean): boolean {
  * 1.81-1.86 against 1.14-1.30 ms at batch 1 and 27.4 against 17.2 ms at batch 16, while the layer2 and layer4
  * projections were 4-15 % faster strided (the copy reads the whole input). Where they run level, the strided plan stays.
  */
-function fasterOfStridedAndSubsampled(m: FusedConv2d, strided: Tensor, input: Tensor, relu: boolean): Tensor {
+function fasterOfStridedAndSubsampled(m: FusedConv2d, strided: Tensor, input: Tensor, shape: number[], relu: boolean): Tensor {
   const mode = process.env.RESNET_TS_DNNL_SUBSAMPLE;
   if (mode === '0') return strided;
   const { dilation, groups } = m.spec;
   const [sh, sw] = m.spec.stride;
-  const shape = input.shape;
   const subShape = [shape[0]!, shape[1]!, Math.ceil(shape[2]! / sh), Math.ceil(shape[3]! / sw)];
   const sub = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, [0], [1], dilation, groups, subShape, relu, false, strided.h, false, false)));
   subsampled.add(sub);
@@ -401,7 +399,7 @@ export function convForward(m: FusedConv2d, x: Tensor, other: Tensor | null, rel
       // falls back to an older jit kernel, stay on libtorch's newer oneDNN.
       if ((s.dtype === 'float32' || (s.dtype === 'bfloat16' && s.groups === 1 && planned.bf16)) && planned.available) {
         const inPlace = overwrite && other !== null && other.dtype === s.dtype;
-        const plan = planFor(m, input, other !== null, relu, inPlace);
+        const plan = planFor(m, input, shape, other !== null, relu, inPlace);
         if (plan) return runPlan(m, plan, input, other);
       }
       const p = packFor(m, input, shape);
