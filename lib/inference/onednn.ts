@@ -6,8 +6,10 @@
 // it has one (AVX-512). bfloat16 convolutions (groups 1, on CPUs with bf16 kernels) are planned the same way; on
 // CPUs without them (AVX2) each runs on a float32 copy of its weights, made once, between bf16 activations. On a
 // CPU with AMX-BF16 a bf16 convolution is planned only where the system oneDNN picks an AMX kernel (keepsPlan).
-// RESNET_TS_DNNL=0 in the environment keeps every convolution off the planned path, RESNET_TS_DNNL_BF16=0 the
-// bf16 ones, RESNET_TS_WINOGRAD=0 keeps planned ones direct.
+// A strided 1x1 one is planned both strided and at unit stride on the subsampled input, the faster on its first input
+// kept. RESNET_TS_DNNL=0 in the environment keeps every convolution off the planned path, RESNET_TS_DNNL_BF16=0 the
+// bf16 ones, RESNET_TS_WINOGRAD=0 keeps planned ones direct, RESNET_TS_DNNL_SUBSAMPLE=0/1 strided 1x1 ones strided /
+// subsampled.
 import { type CpuInfo, cpuInfo } from '../cpu.ts';
 import { empty } from '../creation.ts';
 import * as F from '../nn/functional.ts';
