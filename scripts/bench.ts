@@ -109,11 +109,14 @@ function cases(): Case[] {
   }
   const train = o.quick ? [['resnet18', 4, 64]] as const : onCuda ? [['resnet50', 256, 224]] as const
     : [['resnet50', 8, 96], ['resnext50_32x4d', 8, 96], ['resnet18', 32, 224]] as const;
+  // Training steps are timed 6 to a round after 2 warm-up steps (3 after 1 with --quick): with 3, one slow
+  // stretch of a shared host moved a round's median by 15 %.
+  const steps = o.quick ? { iters: 3, warmup: 1 } : { iters: 6, warmup: 2 };
   for (const [m, b, s] of train) {
     for (const amp of [undefined, 'bf16'] as const) {
-      list.push({ ...base, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''}`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, iters: 3 });
+      list.push({ ...base, ...steps, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''}`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined });
       if (o.cudaGraph) {
-        list.push({ ...base, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''} cuda-graph`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, iters: 3, cudaGraph: true });
+        list.push({ ...base, ...steps, name: `${m} train b${b} ${s}px${amp ? ' bf16' : ''} cuda-graph`, kind: 'train', model: m, batch: b, size: s, amp, channelsLast: amp !== undefined, cudaGraph: true });
       }
     }
   }
