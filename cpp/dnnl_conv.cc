@@ -116,9 +116,11 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
   });
   // dnnlConvPlan(weight, bias, padding, stride, dilation, groups, inputSize, relu, add, like, inPlace): a
   // convolution with bias (and a residual addition, then ReLU) for inputs of exactly inputSize [N, C, H, W],
-  // channels-last in and out. `like` is another plan of the same weight: its reordered copy is shared when the
-  // layout matches. `inPlace` (with `add`): the run accumulates into the residual's memory and returns it, so
-  // oneDNN adds it with its sum post-op, for which 2.6 keeps its fastest 1x1 kernel (a binary add does not).
+  // channels-last in and out. `like` is another plan of the same weight, or an array of them: the reordered copy of
+  // the first whose layout matches is shared (direct and winograd kernels want different layouts, and winograd ones
+  // differ by batch size too: compared with the first plan only, each new batch size of another layout copied it again).
+  // `inPlace` (with `add`): the run accumulates into the residual's memory and returns it, so oneDNN adds it with its
+  // sum post-op, for which 2.6 keeps its fastest 1x1 kernel (a binary add does not).
   // `winograd` (no residual): oneDNN's winograd kernel where it has one for this CPU and shape (3x3, stride 1,
   // AVX-512; ~25 % faster on resnet50's 3x3 convolutions at batch 16), else the direct one.
   def(env, exports, "dnnlConvPlan", [](Args& a) {
@@ -214,10 +216,18 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
     memory::desc chosen = plan->pd.weights_desc();
     bool owner = true;
     if (a.has(9)) {
-      Plan* like = planOf(a.tensor(9, "like"));
-      if (like->weights->md == chosen && like->dtype == plan->dtype && like->weights->buffer.nbytes() == chosen.get_size()) {
-        plan->weights = like->weights;
-        owner = false;
+      std::vector<Plan*> likes;
+      if (a[9].IsArray()) {
+        for (const at::Tensor& t : a.tensors(9, "like")) likes.push_back(planOf(t));
+      } else {
+        likes.push_back(planOf(a.tensor(9, "like")));
+      }
+      for (Plan* like : likes) {
+        if (like->weights->md == chosen && like->dtype == plan->dtype && like->weights->buffer.nbytes() == chosen.get_size()) {
+          plan->weights = like->weights;
+          owner = false;
+          break;
+        }
       }
     }
     if (owner) {
@@ -288,7 +298,7 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
   });
 #else
   def(env, exports, "dnnlVersion", [](Args& a) { return std::string(); });
-  for (const char* name : {"dnnlConvPlan", "dnnlPlanImpl", "dnnlConvRun", "dnnlMaxPool"})
+  for (const char* name : {"dnnlConvPlan", "dnnlPlanImpl", "dnnlPlanSameLayout", "dnnlPlanSameWeight", "dnnlConvRun", "dnnlMaxPool"})
     def(env, exports, name, [](Args& a) -> at::Tensor {
       TORCH_CHECK(false, a.fn(), ": this addon was built without the system oneDNN (install libdnnl-dev, then rebuild)");
     });
@@ -296,6 +306,23 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
 #if RESNET_TS_DNNL
   // dnnlPlanImpl(plan): the kernel oneDNN chose, e.g. "brgconv_1x1:avx512_core".
   def(env, exports, "dnnlPlanImpl", [](Args& a) { return planOf(a.tensor(0, "plan"))->impl; });
+  // dnnlPlanSameLayout(a, b): whether two plans' kernels want their weight in the same layout (memory descriptor and
+  // dtype), i.e. whether they can run on one reordered copy (diagnostics and tests).
+  def(env, exports, "dnnlPlanSameLayout", [](Args& a) {
+    const at::Tensor& ta = a.tensor(0, "a");
+    const at::Tensor& tb = a.tensor(1, "b");
+    Plan* p = planOf(ta);
+    Plan* q = planOf(tb);
+    return p->dtype == q->dtype && p->pd.weights_desc() == q->pd.weights_desc();
+  });
+  // dnnlPlanSameWeight(a, b): whether two plans run on one reordered copy of the weight (diagnostics and tests).
+  def(env, exports, "dnnlPlanSameWeight", [](Args& a) {
+    const at::Tensor& ta = a.tensor(0, "a");
+    const at::Tensor& tb = a.tensor(1, "b");
+    Plan* p = planOf(ta);
+    Plan* q = planOf(tb);
+    return p->weights == q->weights;
+  });
   // dnnlConvRun(plan, input, other): the planned convolution of input (and + other); channels-last out. An
   // inPlace plan writes the result over `other` (over its channels-last copy when it is not already one) and
   // returns that tensor.

@@ -336,8 +336,10 @@ export const OPS = {
   // ---- convolutions planned once on the system oneDNN (cpp/dnnl_conv.cc; only where the addon was built with it) ----
   dnnlAvailable: fn<() => boolean>(),
   dnnlVersion: fn<() => string>(),
-  dnnlConvPlan: fn<(weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints, relu: boolean, add: boolean, like: Opt<H>, inPlace?: boolean, winograd?: boolean) => H>('weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'inputSize', 'relu', 'add', 'like', 'inPlace', 'winograd'),
+  dnnlConvPlan: fn<(weight: H, bias: Opt<H>, padding: Ints, stride: Ints, dilation: Ints, groups: number, inputSize: Ints, relu: boolean, add: boolean, like: Opt<H> | H[], inPlace?: boolean, winograd?: boolean) => H>('weight', 'bias', 'padding', 'stride', 'dilation', 'groups', 'inputSize', 'relu', 'add', 'like', 'inPlace', 'winograd'),
   dnnlPlanImpl: fn<(plan: H) => string>('plan'),
+  dnnlPlanSameLayout: fn<(a: H, b: H) => boolean>('a', 'b'),
+  dnnlPlanSameWeight: fn<(a: H, b: H) => boolean>('a', 'b'),
   dnnlConvRun: fn<(plan: H, input: H, other: Opt<H>) => H>('plan', 'input', 'other'),
   dnnlMaxPool: fn<(input: H, kernel: Ints, stride: Ints, padding: Ints) => H>('input', 'kernel', 'stride', 'padding'),
   cpuCacheStats: fn<() => { cachedBytes: number; cachedBlocks: number; liveBlocks: number; hits: number; misses: number; limitBytes: number }>(),

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
 import { parseCpuinfo } from '../lib/cpu.ts';
-import { keepsPlan, libtorchFaster, onednn, planned, plannedKernels, plannedMaxPool, probeKernels } from '../lib/inference/onednn.ts';
+import { MAX_PLANS, keepsPlan, libtorchFaster, onednn, planCacheSize, planned, plannedKernels, plannedMaxPool, probeKernels } from '../lib/inference/onednn.ts';
 import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
@@ -288,6 +288,51 @@ test('the fused resnet18 plans each convolution once per input shape; plans of o
   assert.is(memory().tensors, base, 'dispose frees every plan');
 });
 
+test('plans of one weight share its reordered copy with any plan of the same layout (direct and winograd ones apart)', () => {
+  if (!on) return;
+  // 3x3, stride 1, no residual: direct below 196 output pixels (batch 1-3 at 7x7), winograd from there where oneDNN has it.
+  const conv = new FusedConv2d({ inChannels: 32, outChannels: 32, kernelSize: [3, 3], stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1, relu: true, dtype: 'float32' });
+  conv.weight.copy_(randn([32, 32, 3, 3]).mul(0.1));
+  conv.bias.copy_(randn([32]));
+  for (const n of [1, 4, 5, 2, 6]) {
+    tidy(() => {
+      const x = randn([n, 32, 7, 7]).contiguous('channelsLast');
+      const ref = F.conv2d(x, conv.weight, conv.bias, { padding: [1, 1] }).relu();
+      assert.ok(relErr(conv.forward(x), ref) < 1e-5, `batch ${n}`);
+    });
+  }
+  const kernels = Object.values(plannedKernels(conv)).join(', ');
+  const size = planCacheSize(conv);
+  assert.is(size.plans, 5);
+  assert.is(size.weights, size.layouts, `one weight copy per layout oneDNN asked for (${kernels})`);
+  // Where oneDNN has winograd here (AVX-512), batch 5 and 6 want batch 4's layout, not batch 1's: shared with a later plan.
+  if (/wino/.test(kernels)) assert.ok(size.layouts >= 2 && size.layouts < 5, JSON.stringify(size));
+  conv.dispose();
+});
+
+test(`past ${MAX_PLANS} input shapes a convolution drops its least recently used plan, not its oldest`, () => {
+  if (!on) return;
+  const conv = new FusedConv2d({ inChannels: 8, outChannels: 8, kernelSize: [1, 1], stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1, relu: false, dtype: 'float32' });
+  conv.weight.copy_(randn([8, 8, 1, 1]));
+  conv.bias.copy_(randn([8]));
+  const run = (n: number): void => tidy(() => {
+    const x = randn([n, 8, 3, 3]).contiguous('channelsLast');
+    assert.ok(relErr(conv.forward(x), F.conv2d(x, conv.weight, conv.bias)) < 1e-5, `batch ${n}`);
+  });
+  for (let n = 1; n <= MAX_PLANS; n++) run(n);
+  assert.is(planCacheSize(conv).plans, MAX_PLANS);
+  run(1);
+  run(MAX_PLANS + 1);
+  const keys = Object.keys(plannedKernels(conv));
+  assert.is(keys.length, MAX_PLANS);
+  assert.ok(keys.includes('1,8,3,3'), 'batch 1, used again, is kept');
+  assert.not.ok(keys.includes('2,8,3,3'), 'batch 2, the least recently used, is dropped');
+  assert.ok(keys.includes(`${MAX_PLANS + 1},8,3,3`));
+  const size = planCacheSize(conv);
+  assert.is(size.weights, size.layouts, JSON.stringify(size));
+  conv.dispose();
+});
+
 test('errors: a tensor that is not a plan, a wrong shape or dtype, a missing or unexpected residual', () => {
   if (!on) return;
   tidy(() => {
@@ -377,7 +422,7 @@ test('oneDNN capped to AVX2: no bf16 pooling kernel there, so pooling falls back
   const r = JSON.parse(out.trim().split('\n').pop()!) as {
     float32: number | null; bfloat16: number | null; bf16NetRelErr: number; resnextRelErr: number; resnextKernels: { conv1: string[]; grouped: string[] };
     conv3x3: { byBatch: Array<{ batch: number; relErr: number }>; kernels: Record<string, string> };
-    manyBatches: { plans: number; declined: number; relErr: number };
+    manyBatches: { plans: number; weights: number; layouts: number; declined: number; relErr: number };
   };
   assert.is(r.float32, 0, 'float32 pooling on the AVX2 kernel equals aten');
   assert.ok(r.bfloat16 === null || r.bfloat16 === 0, `bf16: refused or equal (${r.bfloat16})`);
@@ -392,7 +437,7 @@ test('oneDNN capped to AVX2: no bf16 pooling kernel there, so pooling falls back
   assert.equal(Object.keys(r.conv3x3.kernels), ['1,64,14,14r'], JSON.stringify(r.conv3x3.kernels));
   assert.match(Object.values(r.conv3x3.kernels)[0]!, /^jit:avx2/);
   // 70 batch sizes (2..71) of a 3x3 at 4x4, all declined: the cache of declined shapes stops at 64, outputs stay right.
-  assert.equal(r.manyBatches, { plans: 0, declined: 64, relErr: r.manyBatches.relErr });
+  assert.equal(r.manyBatches, { plans: 0, weights: 0, layouts: 0, declined: 64, relErr: r.manyBatches.relErr });
   assert.ok(r.manyBatches.relErr < 1e-5, `${r.manyBatches.relErr}`);
 });
 

@@ -13,7 +13,7 @@
 import { type CpuInfo, cpuInfo } from '../cpu.ts';
 import { empty } from '../creation.ts';
 import * as F from '../nn/functional.ts';
-import { native } from '../native.ts';
+import { type Handle, native } from '../native.ts';
 import { Tensor, keep } from '../tensor.ts';
 import type { ConvSpec, FusedConv2d } from './fused.ts';
 
@@ -62,12 +62,17 @@ interface PlanCache {
    * order is age, and past MAX_DECLINED keys the oldest is forgotten (its shape is then probed once more if it recurs).
    */
   declined: Set<string>;
+  /** The key of the plan used last (a hit on another moves that one to the end of `plans`). */
+  last?: string;
 }
 
 const planCaches = new WeakMap<FusedConv2d, PlanCache>();
-// Each plan holds a primitive (its JIT code) and shares the reordered weight with the others where oneDNN chose
-// the same layout; past this many input shapes per convolution the oldest plan is dropped.
-const MAX_PLANS = 8;
+// Each plan holds a primitive (its JIT code, 150-400 KB: ~13 MB a batch size for resnet50's 53 convolutions) and
+// shares the reordered weight with any other plan of the same layout; past this many input shapes per convolution the
+// least recently used plan is dropped. 32 is serve's default largest batch, so a server fed every batch size up to it
+// plans each once; with 8, batch sizes beyond the eighth kept evicting each other and each return re-planned the whole
+// network (+100-180 ms a batch, resnet50 at 112x112, Zen 4 EPYC, 2 threads).
+export const MAX_PLANS = 32;
 // A declined key costs only its string, but a server fed every batch size and image size would add one per shape.
 const MAX_DECLINED = 64;
 // Winograd from 14x14 output pixels at batch 1 up (measured on resnet50's layers, AMD EPYC, 2 threads: 256 channels
@@ -93,10 +98,19 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
   if (c.refused) return null;
   const key = `${shape.join(',')}${add ? (inPlace ? '+=' : '+') : ''}${relu ? 'r' : ''}`;
   const hit = c.plans.get(key);
-  if (hit) return hit;
+  if (hit) {
+    // Least recently used goes first: a hit moves its plan to the end (once per change of shape, not every call).
+    if (c.last !== key) {
+      c.plans.delete(key);
+      c.plans.set(key, hit);
+      c.last = key;
+    }
+    return hit;
+  }
   if (c.declined.has(key)) return null;
   const { padding, stride, dilation, groups, kernelSize } = m.spec;
-  const like = c.plans.values().next().value ?? null;
+  // Every plan of this weight is offered to share its reordered copy (the first with the same layout is shared).
+  const like = [...c.plans.values()].map((p) => p.h);
   // oneDNN's winograd kernel (3x3, stride 1, no residual; AVX-512 only, else the plan is direct), unless switched
   // off. Its transformed weight is 1.8-4x the size of the plain one, so where there are few output pixels to share
   // it (resnet50's 7x7 stage at batch 1; every stage at 32x32 input) reading it costs more than the kernel saves.
@@ -105,7 +119,7 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
     stride.every((v) => v === 1) && dilation.every((v) => v === 1) && outPixels >= WINOGRAD_MIN_PIXELS;
   let plan: Tensor;
   try {
-    plan = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, padding, stride, dilation, groups, shape, relu, add, like?.h ?? null, inPlace, wino)));
+    plan = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, padding, stride, dilation, groups, shape, relu, add, like, inPlace, wino)));
   } catch (e) {
     if (!/only its reference or gemm kernel/.test((e as Error).message)) throw e;
     c.refused = true;
@@ -123,8 +137,9 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
     if (c.declined.size > MAX_DECLINED) c.declined.delete(c.declined.values().next().value!);
     return null;
   }
-  if (subsampleCandidate(m.spec, add)) plan = fasterOfStridedAndSubsampled(m, plan, input, shape, relu);
+  if (subsampleCandidate(m.spec, add)) plan = fasterOfStridedAndSubsampled(m, plan, input, shape, relu, like);
   c.plans.set(key, plan);
+  c.last = key;
   if (c.plans.size > MAX_PLANS) {
     const [oldKey, old] = c.plans.entries().next().value!;
     c.plans.delete(oldKey);
@@ -167,13 +182,13 @@ function subsampleCandidate(spec: ConvSpec, add: boolean): boolean {
  * 1.81-1.86 against 1.14-1.30 ms at batch 1 and 27.4 against 17.2 ms at batch 16, while the layer2 and layer4
  * projections were 4-15 % faster strided (the copy reads the whole input). Where they run level, the strided plan stays.
  */
-function fasterOfStridedAndSubsampled(m: FusedConv2d, strided: Tensor, input: Tensor, shape: number[], relu: boolean): Tensor {
+function fasterOfStridedAndSubsampled(m: FusedConv2d, strided: Tensor, input: Tensor, shape: number[], relu: boolean, like: Handle[]): Tensor {
   const mode = process.env.RESNET_TS_DNNL_SUBSAMPLE;
   if (mode === '0') return strided;
   const { dilation, groups } = m.spec;
   const [sh, sw] = m.spec.stride;
   const subShape = [shape[0]!, shape[1]!, Math.ceil(shape[2]! / sh), Math.ceil(shape[3]! / sw)];
-  const sub = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, [0], [1], dilation, groups, subShape, relu, false, strided.h, false, false)));
+  const sub = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, [0], [1], dilation, groups, subShape, relu, false, [strided.h, ...like], false, false)));
   subsampled.add(sub);
   if (mode !== '1') {
     const best = [Infinity, Infinity];
@@ -263,10 +278,20 @@ export function describeKernels(k: KernelProbe): string {
   return `float32 ${k.float32}; bf16 ${bf16}`;
 }
 
-/** How many plans a convolution holds and how many input shapes it left to libtorch's oneDNN (diagnostics and tests). */
-export function planCacheSize(m: FusedConv2d): { plans: number; declined: number } {
+/**
+ * How many plans a convolution holds, how many reordered copies of its weight they hold between them, how many
+ * distinct weight layouts their kernels want (one copy each when they share), and how many input shapes it left to
+ * libtorch's oneDNN (diagnostics and tests).
+ */
+export function planCacheSize(m: FusedConv2d): { plans: number; weights: number; layouts: number; declined: number } {
   const c = planCaches.get(m);
-  return { plans: c?.plans.size ?? 0, declined: c?.declined.size ?? 0 };
+  const plans = [...(c?.plans.values() ?? [])];
+  const classes = (same: (a: Handle, b: Handle) => boolean): number => {
+    const reps: Tensor[] = [];
+    for (const p of plans) if (!reps.some((q) => same(p.h, q.h))) reps.push(p);
+    return reps.length;
+  };
+  return { plans: plans.length, weights: classes(native.dnnlPlanSameWeight), layouts: classes(native.dnnlPlanSameLayout), declined: c?.declined.size ?? 0 };
 }
 
 /** The kernel each planned convolution of a module runs, by plan key (diagnostics and tests). */
