@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { F, inference, memory, models, noGrad, randn, tidy, type Tensor } from '../lib/index.ts';
 import { FusedConv2d, FusedResidual } from '../lib/inference/fused.ts';
 import { parseCpuinfo } from '../lib/cpu.ts';
-import { MAX_PLANS, keepsPlan, libtorchFaster, onednn, planCacheSize, planned, plannedKernels, plannedMaxPool, probeKernels } from '../lib/inference/onednn.ts';
+import { MAX_PLANS, keepsPlan, libtorchFaster, onednn, planCacheSize, planned, plannedKernels, plannedMaxPool, probeKernels, subsampleChoices } from '../lib/inference/onednn.ts';
 import { native } from '../lib/native.ts';
 import { Tensor as T } from '../lib/tensor.ts';
 
@@ -204,6 +204,43 @@ test('a strided 1x1 convolution runs strided or at unit stride on its subsampled
       }
     }
   } finally {
+    if (saved === undefined) delete process.env.RESNET_TS_DNNL_SUBSAMPLE;
+    else process.env.RESNET_TS_DNNL_SUBSAMPLE = saved;
+  }
+});
+
+test('a strided 1x1 convolution times its two plans once per image size: another batch size takes the choice untimed', () => {
+  if (!on) return;
+  const saved = process.env.RESNET_TS_DNNL_SUBSAMPLE;
+  const now = performance.now;
+  delete process.env.RESNET_TS_DNNL_SUBSAMPLE;
+  let clock = 0;
+  performance.now = () => (clock++, now.call(performance));
+  try {
+    tidy(() => noGrad(() => {
+      const w = randn([64, 32, 1, 1]).mul(0.2);
+      const b = randn([64]);
+      const conv = new FusedConv2d({ inChannels: 32, outChannels: 64, kernelSize: [1, 1], stride: [2, 2], padding: [0, 0], dilation: [1, 1], groups: 1, relu: true, dtype: 'float32' }, { weight: w, bias: b });
+      const run = (n: number, hw: number): number => {
+        const x = randn([n, 32, hw, hw]).contiguous('channelsLast');
+        const ref = F.conv2d(x, w, b, { stride: [2, 2] }).relu();
+        clock = 0;
+        assert.ok(relErr(conv.forward(x), ref) < 1e-5, `batch ${n}, ${hw}x${hw}`);
+        return clock;
+      };
+      assert.is(run(1, 16), 8, 'the first input times both plans twice (two clock reads a run)');
+      const choice = subsampleChoices(conv);
+      assert.equal(Object.keys(choice), ['32,16,16r']);
+      for (const n of [2, 5]) assert.is(run(n, 16), 0, `batch ${n} of the same image size is not timed`);
+      const kernels = plannedKernels(conv);
+      assert.is(Object.keys(kernels).length, 3);
+      for (const k of Object.values(kernels)) assert.is(k.endsWith(' on the subsampled input'), choice['32,16,16r'] === 'subsampled', k);
+      assert.is(run(2, 20), 8, 'a new image size is timed');
+      assert.equal(Object.keys(subsampleChoices(conv)).sort(), ['32,16,16r', '32,20,20r']);
+      conv.dispose();
+    }));
+  } finally {
+    performance.now = now;
     if (saved === undefined) delete process.env.RESNET_TS_DNNL_SUBSAMPLE;
     else process.env.RESNET_TS_DNNL_SUBSAMPLE = saved;
   }

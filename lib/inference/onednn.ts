@@ -64,6 +64,11 @@ interface PlanCache {
   declined: Set<string>;
   /** The key of the plan used last (a hit on another moves that one to the end of `plans`). */
   last?: string;
+  /**
+   * A strided 1x1 convolution's timed choice by input channels and size (not batch): true where the subsampled plan
+   * won. A later batch size of the same image size takes it without timing again.
+   */
+  subsample: Map<string, boolean>;
 }
 
 const planCaches = new WeakMap<FusedConv2d, PlanCache>();
@@ -92,7 +97,7 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
     c = undefined;
   }
   if (!c) {
-    c = { weight: m.weight, bias: m.bias, plans: new Map(), refused: false, declined: new Set() };
+    c = { weight: m.weight, bias: m.bias, plans: new Map(), refused: false, declined: new Set(), subsample: new Map() };
     planCaches.set(m, c);
   }
   if (c.refused) return null;
@@ -137,7 +142,7 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
     if (c.declined.size > MAX_DECLINED) c.declined.delete(c.declined.values().next().value!);
     return null;
   }
-  if (subsampleCandidate(m.spec, add)) plan = fasterOfStridedAndSubsampled(m, plan, input, shape, relu, like);
+  if (subsampleCandidate(m.spec, add)) plan = fasterOfStridedAndSubsampled(m, c, plan, input, shape, relu, like);
   c.plans.set(key, plan);
   c.last = key;
   if (c.plans.size > MAX_PLANS) {
@@ -175,22 +180,28 @@ function subsampleCandidate(spec: ConvSpec, add: boolean): boolean {
 
 /**
  * The faster of a strided 1x1 convolution's plan and a unit-stride plan of the same weights run on the subsampled
- * input, timed on the first input (two runs each, alternating, the faster run of each; the other plan is freed);
+ * input, timed on the first input (two runs each, alternating, the faster run of each; the other plan is freed) and
+ * remembered for that image size, so other batch sizes of it take the same choice untimed (the timing runs were
+ * ~130-150 ms of the 200-290 ms a new batch size of resnet50 at 224x224 cost on first use, batch 10-12, Zen 4 EPYC;
+ * timed at batch 1 or at 16, resnet50 and resnext50_32x4d chose alike on every projection, twice each).
  * `RESNET_TS_DNNL_SUBSAMPLE=0` keeps the strided plan, `=1` the subsampled one. oneDNN 2.6 sizes its strided
  * brgconv_1x1 work in a way that is sometimes much slower than its unit-stride kernel plus the copy: AMD EPYC Zen 4,
  * 2 threads, 2026-12-07, resnet50's and resnext50_32x4d's layer3 projection (512 -> 1024 channels, 28x28 -> 14x14)
  * 1.81-1.86 against 1.14-1.30 ms at batch 1 and 27.4 against 17.2 ms at batch 16, while the layer2 and layer4
  * projections were 4-15 % faster strided (the copy reads the whole input). Where they run level, the strided plan stays.
  */
-function fasterOfStridedAndSubsampled(m: FusedConv2d, strided: Tensor, input: Tensor, shape: number[], relu: boolean, like: Handle[]): Tensor {
+function fasterOfStridedAndSubsampled(m: FusedConv2d, c: PlanCache, strided: Tensor, input: Tensor, shape: number[], relu: boolean, like: Handle[]): Tensor {
   const mode = process.env.RESNET_TS_DNNL_SUBSAMPLE;
   if (mode === '0') return strided;
+  const image = `${shape.slice(1).join(',')}${relu ? 'r' : ''}`;
+  const known = mode === '1' ? undefined : c.subsample.get(image);
+  if (known === false) return strided;
   const { dilation, groups } = m.spec;
   const [sh, sw] = m.spec.stride;
   const subShape = [shape[0]!, shape[1]!, Math.ceil(shape[2]! / sh), Math.ceil(shape[3]! / sw)];
   const sub = keep(new Tensor(native.dnnlConvPlan(m.weight.h, m.bias.h, [0], [1], dilation, groups, subShape, relu, false, [strided.h, ...like], false, false)));
   subsampled.add(sub);
-  if (mode !== '1') {
+  if (mode !== '1' && known === undefined) {
     const best = [Infinity, Infinity];
     for (let round = 0; round < 2; round++) {
       [strided, sub].forEach((plan, i) => {
@@ -199,7 +210,10 @@ function fasterOfStridedAndSubsampled(m: FusedConv2d, strided: Tensor, input: Te
         best[i] = Math.min(best[i]!, performance.now() - t);
       });
     }
-    if (!(best[1]! < SUBSAMPLE_MARGIN * best[0]!)) {
+    const won = best[1]! < SUBSAMPLE_MARGIN * best[0]!;
+    c.subsample.set(image, won);
+    if (c.subsample.size > MAX_DECLINED) c.subsample.delete(c.subsample.keys().next().value!);
+    if (!won) {
       sub.dispose();
       return strided;
     }
@@ -292,6 +306,11 @@ export function planCacheSize(m: FusedConv2d): { plans: number; weights: number;
     return reps.length;
   };
   return { plans: plans.length, weights: classes(native.dnnlPlanSameWeight), layouts: classes(native.dnnlPlanSameLayout), declined: c?.declined.size ?? 0 };
+}
+
+/** A strided 1x1 convolution's timed choices by input channels and size: 'subsampled' or 'strided' (diagnostics and tests). */
+export function subsampleChoices(m: FusedConv2d): Record<string, 'subsampled' | 'strided'> {
+  return Object.fromEntries([...(planCaches.get(m)?.subsample ?? [])].map(([k, v]) => [k, v ? 'subsampled' : 'strided']));
 }
 
 /** The kernel each planned convolution of a module runs, by plan key (diagnostics and tests). */
