@@ -66,7 +66,8 @@ interface PlanCache {
   last?: string;
   /**
    * A strided 1x1 convolution's timed choice by input channels and size (not batch): true where the subsampled plan
-   * won. A later batch size of the same image size takes it without timing again.
+   * won. A later batch size of the same image size takes it without timing again. At most MAX_DECLINED image sizes,
+   * the oldest forgotten first.
    */
   subsample: Map<string, boolean>;
 }
