@@ -94,6 +94,18 @@ Plan* planOf(const at::Tensor& t) {
   return static_cast<Plan*>(ptr.get_context());
 }
 
+// Whether a kernel that wants its weight as `md` in `dtype` can run on `like`'s reordered copy.
+bool fitsWeights(const Plan* like, const memory::desc& md, at::ScalarType dtype) {
+  return like->weights->md == md && like->dtype == dtype && like->weights->buffer.nbytes() == md.get_size();
+}
+
+// The two plans of a diagnostic (both arguments read before either is checked).
+std::pair<Plan*, Plan*> twoPlans(const Args& a) {
+  const at::Tensor& ta = a.tensor(0, "a");
+  const at::Tensor& tb = a.tensor(1, "b");
+  return {planOf(ta), planOf(tb)};
+}
+
 memory::desc nhwc(const std::vector<int64_t>& size, memory::data_type t) { return memory::desc(memory::dims(size.begin(), size.end()), t, tag::nhwc); }
 
 at::Tensor& denseCpu(const Args& a, size_t i, const char* name) {
@@ -223,7 +235,7 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
         likes.push_back(planOf(a.tensor(9, "like")));
       }
       for (Plan* like : likes) {
-        if (like->weights->md == chosen && like->dtype == plan->dtype && like->weights->buffer.nbytes() == chosen.get_size()) {
+        if (fitsWeights(like, chosen, plan->dtype)) {
           plan->weights = like->weights;
           owner = false;
           break;
@@ -306,21 +318,15 @@ void registerDnnl(Napi::Env env, Napi::Object exports) {
 #if RESNET_TS_DNNL
   // dnnlPlanImpl(plan): the kernel oneDNN chose, e.g. "brgconv_1x1:avx512_core".
   def(env, exports, "dnnlPlanImpl", [](Args& a) { return planOf(a.tensor(0, "plan"))->impl; });
-  // dnnlPlanSameLayout(a, b): whether two plans' kernels want their weight in the same layout (memory descriptor and
-  // dtype), i.e. whether they can run on one reordered copy (diagnostics and tests).
+  // dnnlPlanSameLayout(a, b): whether b's kernel could run on a's reordered weight, the test dnnlConvPlan shares by
+  // (diagnostics and tests).
   def(env, exports, "dnnlPlanSameLayout", [](Args& a) {
-    const at::Tensor& ta = a.tensor(0, "a");
-    const at::Tensor& tb = a.tensor(1, "b");
-    Plan* p = planOf(ta);
-    Plan* q = planOf(tb);
-    return p->dtype == q->dtype && p->pd.weights_desc() == q->pd.weights_desc();
+    auto [p, q] = twoPlans(a);
+    return fitsWeights(p, q->pd.weights_desc(), q->dtype);
   });
   // dnnlPlanSameWeight(a, b): whether two plans run on one reordered copy of the weight (diagnostics and tests).
   def(env, exports, "dnnlPlanSameWeight", [](Args& a) {
-    const at::Tensor& ta = a.tensor(0, "a");
-    const at::Tensor& tb = a.tensor(1, "b");
-    Plan* p = planOf(ta);
-    Plan* q = planOf(tb);
+    auto [p, q] = twoPlans(a);
     return p->weights == q->weights;
   });
   // dnnlConvRun(plan, input, other): the planned convolution of input (and + other); channels-last out. An
