@@ -2,16 +2,18 @@
 // and in onnxruntime-node, alternating rounds in one run, medians and the time ratios ours/PyTorch and
 // ours/onnxruntime. Inference runs inference.optimize()'s fused model on the torchvision oracle's weights,
 // which PyTorch loads too and onnxruntime runs as the oracle's ONNX export. Writes bench.json.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
 import { positiveInt as int } from './cli.ts';
 import {
   F, cuda, inference, io, isDevice, models, noGrad, ones, optim, randint, randn, setNumThreads, tidy, torchVersion, withAmp,
-  type Device, type Tensor,
+  type Device,
 } from '../lib/index.ts';
 import { bf16Pays, cpuInfo, describeCpu } from '../lib/cpu.ts';
 import { graphStep } from '../lib/train/graph-step.ts';
@@ -38,8 +40,6 @@ interface Case {
   onnx?: string;
 }
 
-interface Side { seconds: number[]; peakBytes: number }
-
 interface Row {
   case: string;
   unit: string;
@@ -54,6 +54,10 @@ interface Row {
   onnxruntimePeakBytes: number | null;
   /** Every timed iteration of each side in the unit, round by round (rounds × iterations), to judge the noise. */
   samples: { ours: number[][]; pytorch: number[][]; onnxruntime: number[][] | null };
+  /** Round by round, our median over the peer's (the sides' turns in a round are seconds apart). */
+  roundRatios: { pytorch: number[]; onnxruntime: number[] | null };
+  /** Every side's turns in the order they ran: when each began and ended (ms since the epoch, from the system clock as that side read it). */
+  turns: { side: 'ours' | 'pytorch' | 'onnxruntime'; round: number; span: [number, number] }[];
 }
 
 const program = new Command('bench')
@@ -109,8 +113,8 @@ function cases(): Case[] {
   }
   const train = o.quick ? [['resnet18', 4, 64]] as const : onCuda ? [['resnet50', 256, 224]] as const
     : [['resnet50', 8, 96], ['resnext50_32x4d', 8, 96], ['resnet18', 32, 224]] as const;
-  // Training steps are timed 6 to a round after 2 warm-up steps (3 after 1 with --quick): with 3, one slow
-  // stretch of a shared host moved a round's median by 15 %.
+  // Training steps are timed 6 to a side's turn (3 with --quick), after 2 warm-up steps at set-up (1) and one untimed
+  // step at the start of every turn.
   const steps = o.quick ? { iters: 3, warmup: 1 } : { iters: 6, warmup: 2 };
   for (const [m, b, s] of train) {
     for (const amp of [undefined, 'bf16'] as const) {
@@ -134,6 +138,11 @@ function attachWeights(list: Case[]): void {
   const files = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, { pth: string; onnx: string }>;
   for (const c of list) if (c.kind === 'infer') Object.assign(c, { weights: files[c.model!]!.pth, onnx: files[c.model!]!.onnx });
 }
+
+const round1 = (v: number): number => Math.round(v * 10) / 10;
+
+/** "lo-hi" of a list of ratios. */
+const range = (xs: number[]): string => `${Math.min(...xs).toFixed(3)}-${Math.max(...xs).toFixed(3)}`;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -171,34 +180,43 @@ function peakBytes(): number {
   return onCuda ? cuda.memory().peakAllocated : Math.max(0, statusBytes('VmHWM') - rssBase);
 }
 
-function timeSteps(c: Case, step: () => void): number[] {
-  for (let i = 0; i < c.warmup; i++) step();
-  sync();
-  const out: number[] = [];
-  for (let r = 0; r < c.iters; r++) {
-    const t = process.hrtime.bigint();
-    step();
-    sync();
-    out.push(Number(process.hrtime.bigint() - t) / 1e9);
-  }
-  return out;
+/** One side's turn: the timed iterations in seconds, and when the turn began and ended (ms since the epoch, by its own clock reading). */
+interface Turn { seconds: number[]; span: [number, number] }
+
+/**
+ * One side of a case, set up once and timed round by round: time(n) runs one untimed step (the caches and threads
+ * the other sides just used are back to this one) and then n timed ones, in seconds each (per call for micro);
+ * end() frees it and reports the case's peak memory.
+ */
+interface Contender {
+  time(n: number): Promise<Turn>;
+  end(): Promise<number>;
 }
 
-/** Times our side of one case: seconds per iteration (per call for micro). */
-function runOurs(c: Case): Side {
+/** Our side of one case, in this process. */
+function ours(c: Case): Contender {
   setNumThreads(c.threads);
   resetPeak();
+  const timed = (step: () => void, per = 1): Contender['time'] => async (n) => {
+    const t0 = Date.now();
+    step();
+    sync();
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = process.hrtime.bigint();
+      step();
+      sync();
+      out.push(Number(process.hrtime.bigint() - t) / 1e9 / per);
+    }
+    return { seconds: out, span: [t0, Date.now()] };
+  };
   if (c.kind === 'micro') {
     const x = ones([1], { device: c.device });
     for (let i = 0; i < 1000; i++) x.add(x).dispose();
-    const seconds: number[] = [];
-    for (let r = 0; r < c.iters; r++) {
-      const t = process.hrtime.bigint();
+    const time = timed(() => {
       for (let i = 0; i < c.calls; i++) x.add(x).dispose();
-      seconds.push(Number(process.hrtime.bigint() - t) / 1e9 / c.calls);
-    }
-    x.dispose();
-    return { seconds, peakBytes: peakBytes() };
+    }, c.calls);
+    return { time, end: async () => (x.dispose(), peakBytes()) };
   }
   const model = models.create(c.model!, {});
   if (c.weights) {
@@ -208,11 +226,12 @@ function runOurs(c: Case): Side {
   }
   model.to(c.device);
   const x = randn([c.batch, 3, c.size, c.size], { device: c.device });
-  let seconds: number[];
+  const owned: { dispose(): void }[] = [x, model];
+  let step: () => void;
   if (c.kind === 'infer') {
     const net = inference.optimize(model.eval(), { amp: c.amp });
-    seconds = timeSteps(c, () => tidy(() => void noGrad(() => net.forward(x))));
-    net.dispose();
+    owned.push(net);
+    step = () => tidy(() => void noGrad(() => net.forward(x)));
   } else {
     if (c.channelsLast) model.toChannelsLast();
     const input = c.channelsLast ? x.contiguous('channelsLast') : x;
@@ -220,32 +239,94 @@ function runOurs(c: Case): Side {
     const amp = <T>(fn: () => T): T => withAmp(c.amp, c.device, fn);
     model.train();
     const sgd = new optim.SGD(model.parameters(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 });
+    owned.push(y, ...(input !== x ? [input] : []), { dispose: () => sgd.dispose?.() });
     // The graph step as fit() runs it: replay, then the loss read back and the eager optimizer step.
     const graph = c.cudaGraph ? graphStep({ model, optimizer: sgd, labelSmoothing: 0, amp: c.amp, device: c.device }) : undefined;
-    seconds = graph ? timeSteps(c, () => void graph({ x: input, y }, (l) => l)) : timeSteps(c, () =>
+    step = graph ? () => void graph({ x: input, y }, (l) => l) : () =>
       tidy(() => {
         sgd.zeroGrad();
         const loss = amp(() => F.crossEntropy(model.forward(input), y));
         loss.backward();
         sgd.step();
-      }));
-    for (const t of [y, ...(input !== x ? [input] : [])] as Tensor[]) t.dispose();
-    sgd.dispose?.();
+      });
   }
-  const peak = peakBytes();
-  x.dispose();
-  model.dispose();
-  return { seconds, peakBytes: peak };
+  for (let i = 0; i < c.warmup; i++) step();
+  sync();
+  return {
+    time: timed(step),
+    end: async () => {
+      const peak = peakBytes();
+      for (const o of owned.reverse()) o.dispose();
+      return peak;
+    },
+  };
 }
 
-function child(cmd: string, args: string[], what: string): Side & { version?: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) throw new Error(`${what} failed:\n${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+/**
+ * A peer's side of one case in its own process (scripts/bench_torch.py, scripts/bench_onnx.ts), which sets the case
+ * up once, answers {"ready": ...}, then one JSON line per command: `time N` -> {"seconds": [...], "span": [t0, t1]},
+ * `end` -> {"peakBytes": N}.
+ */
+class Peer implements Contender {
+  readonly #proc: ChildProcessWithoutNullStreams;
+  readonly #lines: string[] = [];
+  #wake: (() => void) | null = null;
+  #stderr = '';
+  #exit: string | null = null;
+
+  constructor(cmd: string, args: string[], readonly what: string) {
+    this.#proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    createInterface({ input: this.#proc.stdout }).on('line', (l) => {
+      this.#lines.push(l);
+      this.#wake?.();
+    });
+    this.#proc.stderr.on('data', (d: Buffer) => (this.#stderr = (this.#stderr + d.toString()).slice(-20_000)));
+    this.#proc.on('close', (code, signal) => {
+      this.#exit = signal ? `killed by ${signal}` : `exit code ${code}`;
+      this.#wake?.();
+    });
+    this.#proc.on('error', (e) => {
+      this.#exit = e.message;
+      this.#wake?.();
+    });
+  }
+
+  /** The next JSON line the peer writes (lines that are not JSON objects, a library's chatter, are skipped). */
+  async reply(): Promise<Record<string, unknown>> {
+    for (;;) {
+      const line = this.#lines.shift();
+      if (line !== undefined) {
+        if (!line.startsWith('{')) continue;
+        return JSON.parse(line) as Record<string, unknown>;
+      }
+      if (this.#exit !== null) throw new Error(`${this.what} failed (${this.#exit}):\n${this.#stderr}`);
+      await new Promise<void>((r) => (this.#wake = r));
+      this.#wake = null;
+    }
+  }
+
+  async time(n: number): Promise<Turn> {
+    this.#proc.stdin.write(`time ${n}\n`);
+    const r = await this.reply();
+    return { seconds: r.seconds as number[], span: r.span as [number, number] };
+  }
+
+  async end(): Promise<number> {
+    this.#proc.stdin.end('end\n');
+    return (await this.reply()).peakBytes as number;
+  }
+
+  kill(): void {
+    if (this.#exit === null) this.#proc.kill('SIGKILL');
+  }
 }
 
-/** PyTorch's side of one case, in a fresh Python process. */
-const runTorch = (c: Case): Side => child(lib.python!, [join(import.meta.dirname, 'bench_torch.py'), JSON.stringify(c)], `PyTorch side of '${c.name}'`);
+/** PyTorch's side of one case. */
+async function torchSide(c: Case): Promise<Peer> {
+  const p = new Peer(lib.python!, [join(import.meta.dirname, 'bench_torch.py'), JSON.stringify(c)], `PyTorch side of '${c.name}'`);
+  await p.reply();
+  return p;
+}
 
 /** Whether a package is installed where this script would import it from (a checkout's or an app's node_modules). */
 function resolvable(name: string): boolean {
@@ -258,13 +339,13 @@ function resolvable(name: string): boolean {
 }
 
 let onnxVersion: string | undefined;
-/** onnxruntime-node's side of an inference case (always float32: its CPU provider has no bf16 convolutions), in a fresh Node process. */
-function runOnnx(c: Case): Side {
-  const spec = { onnx: c.onnx, batch: c.batch, size: c.size, threads: c.threads, iters: c.iters, warmup: c.warmup };
+/** onnxruntime-node's side of an inference case (always float32: its CPU provider has no bf16 convolutions). */
+async function onnxSide(c: Case): Promise<Peer> {
+  const spec = { onnx: c.onnx, batch: c.batch, size: c.size, threads: c.threads, warmup: c.warmup };
   const script = import.meta.url.endsWith('.ts') ? ['--import', 'tsx', join(import.meta.dirname, 'bench_onnx.ts')] : [join(import.meta.dirname, 'bench_onnx.js')];
-  const r = child(process.execPath, [...script, JSON.stringify(spec)], `onnxruntime side of '${c.name}'`);
-  onnxVersion = r.version;
-  return r;
+  const p = new Peer(process.execPath, [...script, JSON.stringify(spec)], `onnxruntime side of '${c.name}'`);
+  onnxVersion = (await p.reply()).version as string;
+  return p;
 }
 
 const list = cases();
@@ -285,20 +366,43 @@ if (list.some((c) => c.amp) && !onCuda && !bf16Pays(info)) {
   console.log('note: this CPU has neither AVX512-BF16 nor AMX, so the bf16 cases run emulated and are expected to be slower than float32');
 }
 
+// Between one side's turn and the next: OpenMP's and onnxruntime's pools spin for a few milliseconds after their last
+// work before they sleep, and a side timed while another's threads still spin on the same cores would be charged for them.
+const SETTLE_MS = 30;
+
 const rows: Row[] = [];
 const started = Date.now();
 for (const c of list) {
   const byRound = { ours: [] as number[][], pytorch: [] as number[][], onnx: [] as number[][] };
-  const peaks = { ours: 0, pytorch: 0, onnx: 0 };
   const onnx = withOnnx && c.kind === 'infer';
-  for (let r = 0; r < o.rounds; r++) {
-    const record = (k: keyof typeof byRound, s: Side): void => {
-      byRound[k].push(s.seconds);
-      peaks[k] = Math.max(peaks[k], s.peakBytes);
-    };
-    record('ours', runOurs(c));
-    record('pytorch', runTorch(c));
-    if (onnx) record('onnx', runOnnx(c));
+  // Every side is set up once (ours here, the peers in their own processes, one after another so no set-up overlaps
+  // another side's), then the rounds alternate them, each side's turn a few iterations long, the order rotating round
+  // by round: a slow stretch of a shared host then falls on all of them alike.
+  const peers: Peer[] = [];
+  const peaks = { ours: 0, pytorch: 0, onnx: 0 };
+  const turns: Row['turns'] = [];
+  try {
+    const sides: [keyof typeof byRound, Contender][] = [['ours', ours(c)]];
+    const torchPeer = await torchSide(c);
+    peers.push(torchPeer);
+    sides.push(['pytorch', torchPeer]);
+    if (onnx) {
+      const onnxPeer = await onnxSide(c);
+      peers.push(onnxPeer);
+      sides.push(['onnx', onnxPeer]);
+    }
+    for (let r = 0; r < o.rounds; r++) {
+      for (let i = 0; i < sides.length; i++) {
+        const [k, side] = sides[(r + i) % sides.length]!;
+        await sleep(SETTLE_MS);
+        const turn = await side.time(c.iters);
+        byRound[k].push(turn.seconds);
+        turns.push({ side: k === 'onnx' ? 'onnxruntime' : k, round: r, span: [round1(turn.span[0]), round1(turn.span[1])] });
+      }
+    }
+    for (const [k, side] of sides) peaks[k] = await side.end();
+  } finally {
+    for (const p of peers) p.kill();
   }
   const micro = c.kind === 'micro';
   const unit = micro ? 'ns/op' : 'ms/batch';
@@ -306,6 +410,7 @@ for (const c of list) {
   const inUnit = (rounds: number[][]): number[][] => rounds.map((r) => r.map((v) => Number((v * scale).toPrecision(5))));
   const [a, b] = [median(byRound.ours.flat()), median(byRound.pytorch.flat())];
   const ort = onnx ? median(byRound.onnx.flat()) : null;
+  const perRound = (peer: number[][]): number[] => byRound.ours.map((r, i) => Number((median(r) / median(peer[i]!)).toFixed(3)));
   const row: Row = {
     case: c.name, unit, ours: a * scale, pytorch: b * scale, onnxruntime: ort === null ? null : ort * scale,
     vsPytorch: a / b, vsOnnxruntime: ort === null ? null : a / ort,
@@ -313,10 +418,13 @@ for (const c of list) {
     samples: {
       ours: inUnit(byRound.ours), pytorch: inUnit(byRound.pytorch), onnxruntime: onnx ? inUnit(byRound.onnx) : null,
     },
+    roundRatios: { pytorch: perRound(byRound.pytorch), onnxruntime: onnx ? perRound(byRound.onnx) : null },
+    turns,
   };
   rows.push(row);
   const f = (v: number | null, d = 2): string => (v === null ? '-' : v.toFixed(d));
-  console.log(`  ${row.case.padEnd(34)} ours ${f(row.ours).padStart(9)} ${unit}  pytorch ${f(row.pytorch).padStart(9)}  onnxruntime ${f(row.onnxruntime).padStart(9)}   ours/pytorch ${f(row.vsPytorch, 3)}  ours/onnxruntime ${f(row.vsOnnxruntime, 3)}`);
+  console.log(`  ${row.case.padEnd(34)} ours ${f(row.ours).padStart(9)} ${unit}  pytorch ${f(row.pytorch).padStart(9)}  onnxruntime ${f(row.onnxruntime).padStart(9)}   ours/pytorch ${f(row.vsPytorch, 3)}  ours/onnxruntime ${f(row.vsOnnxruntime, 3)}` +
+    `  (rounds ${onnx ? `${range(row.roundRatios.onnxruntime!)} vs onnxruntime` : `${range(row.roundRatios.pytorch)} vs pytorch`})`);
 }
 const load1 = loadavg();
 

@@ -7,7 +7,12 @@ torchvision oracle's weights (case "weights", a .pth) that resnet-ts and onnxrun
 Inference is eager under no_grad: float32 as models come (NCHW), bf16 as PyTorch's CPU recipe has it
 (channels-last and autocast).
 
-Usage: python bench_torch.py '<json case>'  ->  prints one JSON line {"seconds": [...], "peakBytes": N}
+It stays up for the whole case, so the bench can alternate the sides in short rounds (the Peer class in scripts/bench.ts
+drives it): python bench_torch.py '<json case>'
+  -> {"ready": true, "torch": "..."}   after building the case and its warm-up steps
+  <- "time N"  -> {"seconds": [...], "span": [t0, t1]}   one untimed step, then N timed ones (micro: seconds
+                                                       per call); span: when the turn began and ended, ms since the epoch
+  <- "end"     -> {"peakBytes": N}      and exits
 """
 import json
 import sys
@@ -130,23 +135,25 @@ def reset_peak():
     return status_bytes('VmRSS')
 
 
-def run(case):
+def setup(case):
+    """Builds the case; returns (step, per, peak): one step, the number of calls a step makes, the peak so far."""
     torch.set_num_threads(case['threads'])
     base = reset_peak()
     device = case.get('device', 'cpu')
-    reps, warmup = case['iters'], case['warmup']
+
+    def host_peak():
+        return max(0, status_bytes('VmHWM') - base)
+
     if case['kind'] == 'micro':
         x = torch.ones(1, device=device)
         n = case['calls']
         for _ in range(1000):
             x + x
-        out = []
-        for _ in range(reps):
-            t = time.perf_counter()
+
+        def calls():
             for _ in range(n):
                 x + x
-            out.append((time.perf_counter() - t) / n)
-        return out, max(0, status_bytes('VmHWM') - base)
+        return calls, n, host_peak
     torch.manual_seed(0)
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
@@ -188,19 +195,40 @@ def run(case):
                 loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
-    for _ in range(warmup):
-        step()
-    sync(device)
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
+
+    def synced():
         step()
         sync(device)
-        out.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() if device.startswith('cuda') else max(0, status_bytes('VmHWM') - base)
-    return out, peak
+    for _ in range(case['warmup']):
+        synced()
+    return synced, 1, (torch.cuda.max_memory_allocated if device.startswith('cuda') else host_peak)
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + '\n')
+    sys.stdout.flush()
+
+
+def serve(case):
+    step, per, peak = setup(case)
+    reply({'ready': True, 'torch': torch.__version__})
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd and cmd[0] == 'time':
+            t0 = time.time() * 1000
+            step()
+            out = []
+            for _ in range(int(cmd[1])):
+                t = time.perf_counter()
+                step()
+                out.append((time.perf_counter() - t) / per)
+            reply({'seconds': out, 'span': [t0, time.time() * 1000]})
+        elif cmd == ['end']:
+            break
+        else:
+            raise ValueError(f'bench_torch: unknown command {line!r}')
+    reply({'peakBytes': peak()})
 
 
 if __name__ == '__main__':
-    seconds, peak = run(json.loads(sys.argv[1]))
-    print(json.dumps({'seconds': seconds, 'peakBytes': peak, 'torch': torch.__version__}))
+    serve(json.loads(sys.argv[1]))

@@ -1,0 +1,48 @@
+// npm run bench's rounds: every side is set up once and the sides take turns, one at a time, the order rotating
+// from round to round (the PyTorch peer is a Python process that stays up for the case and reports its own turn's
+// span). Run on the per-op case, the one that needs no weights; times are not judged, only who ran when.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { hasTorchPython, root, tmp } from './helpers.ts';
+
+interface Row {
+  case: string;
+  samples: { ours: number[][]; pytorch: number[][]; onnxruntime: number[][] | null };
+  roundRatios: { pytorch: number[]; onnxruntime: number[] | null };
+  turns: { side: string; round: number; span: [number, number] }[];
+  pytorchPeakBytes: number;
+}
+
+test('bench --micro: the sides take turns round by round, never overlapping, each round led by the next side', () => {
+  if (!hasTorchPython) throw new Error('the .venv torch is needed (bash scripts/setup.sh)');
+  const out = join(tmp('bench-'), 'bench.json');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'bench.ts'), '--micro', '--rounds', '3', '--threads', '1', '--output', out], {
+    cwd: root, encoding: 'utf8', timeout: 240_000,
+  });
+  assert.is(r.status, 0, r.stderr);
+  const [row] = (JSON.parse(readFileSync(out, 'utf8')) as { rows: Row[] }).rows;
+  assert.ok(row);
+  for (const side of ['ours', 'pytorch'] as const) {
+    assert.is(row.samples[side].length, 3, side);
+    for (const round of row.samples[side]) {
+      assert.is(round.length, 5, side);
+      assert.ok(round.every((v) => v > 0 && v < 1e6), `${side}: ${round}`);
+    }
+  }
+  assert.is(row.samples.onnxruntime, null);
+  assert.is(row.roundRatios.pytorch.length, 3);
+  assert.is(row.roundRatios.onnxruntime, null);
+  assert.equal(row.turns.map((t) => `${t.round}:${t.side}`), ['0:ours', '0:pytorch', '1:pytorch', '1:ours', '2:ours', '2:pytorch']);
+  for (let i = 1; i < row.turns.length; i++) {
+    const [a, b] = [row.turns[i - 1]!, row.turns[i]!];
+    // Each side read its own clock; the bench leaves 30 ms between turns, so 5 ms of slack covers the clocks.
+    assert.ok(a.span[0] < a.span[1], JSON.stringify(a));
+    assert.ok(a.span[1] < b.span[0] + 5, `turn ${i - 1} (${a.side}) ended at ${a.span[1]}, turn ${i} (${b.side}) began at ${b.span[0]}`);
+  }
+  assert.ok(row.pytorchPeakBytes >= 0);
+});
+
+test.run();
