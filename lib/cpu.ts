@@ -58,6 +58,9 @@ export function cpuInfo(): CpuInfo {
   } catch {
     // not Linux: model from Node, flags unknown
   }
+  // Under `bench --emulate-avx2` (scripts/cpuid-mask.c) cpuid hides AVX-512 and AMX from every library; the flags
+  // read here follow it, so bf16 and kernel choices are the ones an AVX2-only CPU gets.
+  if (process.env.RESNET_TS_CPUID_MASK === 'avx2') text = text.replace(/^(flags\s*:.*)$/gm, (l) => l.replace(/ (avx512\w*|amx\w*)(?= |$)/g, ''));
   cached = parseCpuinfo(text);
   return cached;
 }

@@ -3,9 +3,10 @@
 // ours/onnxruntime. Inference runs inference.optimize()'s fused model on the torchvision oracle's weights,
 // which PyTorch loads too and onnxruntime runs as the oracle's ONNX export. Writes bench.json.
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -68,14 +69,15 @@ const program = new Command('bench')
   .option('--cuda-graph', 'CUDA: also time each training case with the CUDA-graph step (vs PyTorch eager)', false)
   .option('--rounds <n>', 'alternating rounds per case', int, 3)
   .option('--threads <n>', 'intra-op threads for every side', int, Math.min(cpus().length, 16))
-  .option('--cases <list>', 'comma-separated case-name prefixes to run (default: all)')
+  .option('--cases <list>', 'comma-separated case-name prefixes to run, a trailing $ for the whole name (default: all)')
   .option('--no-onnx', 'leave onnxruntime-node out')
+  .option('--emulate-avx2', 'hide AVX-512 and AMX from every side (cpuid trapped by scripts/cpuid-mask.c; x86-64 Linux with CPUID faulting, and cc): the kernels an AVX2-only CPU runs', false)
   .option('--weights-dir <dir>', 'where the oracle\'s weights and ONNX exports are kept between runs', 'runs/bench-weights')
   .option('--output <file>', 'where to write the JSON results', 'bench.json')
   .showHelpAfterError();
 program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 program.parse();
-const o = program.opts<{ quick: boolean; micro: boolean; device: string; cudaGraph: boolean; rounds: number; threads: number; cases?: string; onnx: boolean; weightsDir: string; output: string }>();
+const o = program.opts<{ quick: boolean; micro: boolean; device: string; cudaGraph: boolean; rounds: number; threads: number; cases?: string; onnx: boolean; emulateAvx2: boolean; weightsDir: string; output: string }>();
 if (!isDevice(o.device)) {
   console.error(`error: option '--device <device>' must be cpu or cuda; got ${o.device}`);
   process.exit(2);
@@ -87,6 +89,44 @@ if (o.cudaGraph && !onCuda) {
   process.exit(2);
 }
 const withOnnx = o.onnx && !onCuda;
+const emulated = process.env.RESNET_TS_CPUID_MASK === 'avx2';
+if (o.emulateAvx2 && !emulated) {
+  if (onCuda) {
+    console.error('bench: --emulate-avx2 applies to the CPU cases (--device cpu)');
+    process.exit(2);
+  }
+  // The whole bench runs again with the shim preloaded: this process (ours), and the peers it starts, inherit it.
+  const so = cpuidMask();
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit', env: { ...process.env, RESNET_TS_CPUID_MASK: 'avx2', LD_PRELOAD: [so, process.env.LD_PRELOAD].filter(Boolean).join(':') },
+  });
+  process.exit(r.status ?? 1);
+}
+
+/** scripts/cpuid-mask.c built once (by content) into the temp directory; exits with a usage error where it cannot work. */
+function cpuidMask(): string {
+  const fail = (why: string): never => {
+    console.error(`bench: --emulate-avx2 ${why}`);
+    process.exit(2);
+  };
+  if (process.platform !== 'linux' || process.arch !== 'x64') fail('needs x86-64 Linux');
+  let flags = '';
+  try {
+    flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+  } catch {
+    // no /proc: the check below says so
+  }
+  if (!/ cpuid_fault( |$)/.test(flags)) fail('needs CPUID faulting (the cpuid_fault flag of /proc/cpuinfo), which this CPU or hypervisor does not offer');
+  const src = join(import.meta.dirname, 'cpuid-mask.c');
+  const text = readFileSync(src);
+  const so = join(tmpdir(), `resnet-ts-cpuid-mask-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.so`);
+  if (existsSync(so)) return so;
+  const part = `${so}.${process.pid}`;
+  const cc = spawnSync(process.env.CC ?? 'cc', ['-O2', '-shared', '-fPIC', '-o', part, src, '-ldl'], { encoding: 'utf8' });
+  if (cc.error || cc.status !== 0) fail(`could not compile ${src} (needs a C compiler, cc or $CC): ${cc.error?.message ?? cc.stderr}`);
+  renameSync(part, so);
+  return so;
+}
 // The libtorch in use and its Python (PyTorch's side), from the package root in a checkout and once installed.
 const lib = (await buildTools()).findLibtorch();
 if (!lib.python) {
@@ -125,7 +165,7 @@ function cases(): Case[] {
     }
   }
   const only = o.cases?.split(',').map((s) => s.trim());
-  return only ? list.filter((c) => only.some((n) => c.name.startsWith(n))) : list;
+  return only ? list.filter((c) => only.some((n) => (n.endsWith('$') ? c.name === n.slice(0, -1) : c.name.startsWith(n)))) : list;
 }
 
 /** The oracle's weights and ONNX files for the inference cases, made once and kept in --weights-dir. */
@@ -321,10 +361,11 @@ class Peer implements Contender {
   }
 }
 
-/** PyTorch's side of one case. */
+let torchCapability: string | undefined;
+/** PyTorch's side of one case; torchCapability: the kernels aten picked in it (torch.backends.cpu.get_cpu_capability()). */
 async function torchSide(c: Case): Promise<Peer> {
   const p = new Peer(lib.python!, [join(import.meta.dirname, 'bench_torch.py'), JSON.stringify(c)], `PyTorch side of '${c.name}'`);
-  await p.reply();
+  torchCapability = (await p.reply()).capability as string | undefined;
   return p;
 }
 
@@ -358,6 +399,7 @@ const load0 = loadavg();
 const info = cpuInfo();
 console.log(`resnet-ts bench: libtorch ${torchVersion()} (${lib.how}), device ${device}, ${o.threads} threads, ${o.rounds} rounds${o.quick ? ', quick' : ''}`);
 console.log(`CPU: ${describeCpu(info)}; load average ${load0.map((v) => v.toFixed(2)).join(' ')}`);
+if (emulated) console.log('cpuid: AVX-512 and AMX hidden from every side (--emulate-avx2): the kernels an AVX2-only CPU runs, on this CPU\'s cores');
 // Which kernels the planned convolutions run here (null: not planned, libtorch's oneDNN runs them).
 const kernels = onCuda ? null : probeKernels();
 if (kernels) console.log(`oneDNN kernels (planned, a resnet50 1x1 layer): ${describeKernels(kernels)}`);
@@ -438,6 +480,6 @@ for (const r of rows) {
 }
 writeFileSync(o.output, JSON.stringify({
   date: new Date().toISOString(), device, threads: o.threads, rounds: o.rounds, torch: torchVersion(), onnxruntime: onnxVersion ?? null,
-  cpu: { ...info, description: describeCpu(info) }, kernels, loadAverage: { start: load0, end: load1 }, rows,
+  cpu: { ...info, description: describeCpu(info) }, emulated: emulated ? 'avx2' : null, pytorchCpuCapability: torchCapability ?? null, kernels, loadAverage: { start: load0, end: load1 }, rows,
 }, null, 2));
 console.log(`\nwrote ${o.output}`);

@@ -211,7 +211,8 @@ def reply(obj):
 
 def serve(case):
     step, per, peak = setup(case)
-    reply({'ready': True, 'torch': torch.__version__})
+    capability = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, 'cpu') else None
+    reply({'ready': True, 'torch': torch.__version__, 'capability': capability})
     for line in sys.stdin:
         cmd = line.split()
         if cmd and cmd[0] == 'time':

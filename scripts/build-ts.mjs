@@ -32,6 +32,7 @@ function walk(dir) {
   }
 }
 walk(dist);
-// The bench's PyTorch and oracle sides are Python scripts it runs beside itself (dist/scripts/ once installed).
-for (const py of ['bench_torch.py', 'bench_onnx_export.py']) copyFileSync(join(root, 'scripts', py), join(dist, 'scripts', py));
+// The bench's PyTorch and oracle sides are Python scripts it runs beside itself (dist/scripts/ once installed), and
+// --emulate-avx2 compiles its cpuid shim from C.
+for (const f of ['bench_torch.py', 'bench_onnx_export.py', 'cpuid-mask.c']) copyFileSync(join(root, 'scripts', f), join(dist, 'scripts', f));
 console.error(`build:ts: dist/ written (${files} declaration files)`);

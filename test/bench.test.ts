@@ -8,6 +8,14 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { hasTorchPython, root, tmp } from './helpers.ts';
 
+interface BenchJson {
+  rows: Row[];
+  emulated: string | null;
+  pytorchCpuCapability: string | null;
+  kernels: { float32: string } | null;
+  cpu: { description: string; avx512: boolean; onednnBf16: boolean };
+}
+
 interface Row {
   case: string;
   samples: { ours: number[][]; pytorch: number[][]; onnxruntime: number[][] | null };
@@ -16,14 +24,25 @@ interface Row {
   pytorchPeakBytes: number;
 }
 
-test('bench --micro: the sides take turns round by round, never overlapping, each round led by the next side', () => {
-  if (!hasTorchPython) throw new Error('the .venv torch is needed (bash scripts/setup.sh)');
+const flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/) ?? [];
+
+function bench(args: string[]): { status: number | null; stderr: string; json: () => BenchJson } {
   const out = join(tmp('bench-'), 'bench.json');
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'bench.ts'), '--micro', '--rounds', '3', '--threads', '1', '--output', out], {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'bench.ts'), '--micro', '--threads', '1', '--output', out, ...args], {
     cwd: root, encoding: 'utf8', timeout: 240_000,
   });
+  return { status: r.status, stderr: r.stderr, json: () => JSON.parse(readFileSync(out, 'utf8')) as BenchJson };
+}
+
+let plain: BenchJson;
+
+test('bench --micro: the sides take turns round by round, never overlapping, each round led by the next side', () => {
+  if (!hasTorchPython) throw new Error('the .venv torch is needed (bash scripts/setup.sh)');
+  const r = bench(['--rounds', '3']);
   assert.is(r.status, 0, r.stderr);
-  const [row] = (JSON.parse(readFileSync(out, 'utf8')) as { rows: Row[] }).rows;
+  plain = r.json();
+  assert.is(plain.emulated, null);
+  const [row] = plain.rows;
   assert.ok(row);
   for (const side of ['ours', 'pytorch'] as const) {
     assert.is(row.samples[side].length, 3, side);
@@ -43,6 +62,29 @@ test('bench --micro: the sides take turns round by round, never overlapping, eac
     assert.ok(a.span[1] < b.span[0] + 5, `turn ${i - 1} (${a.side}) ended at ${a.span[1]}, turn ${i} (${b.side}) began at ${b.span[0]}`);
   }
   assert.ok(row.pytorchPeakBytes >= 0);
+});
+
+// PyTorch's own CPU detection (aten's kernel capability) and the kernel the system oneDNN picks are the witnesses
+// that every side saw an AVX2-only CPU; without the flag, on an AVX-512 CPU, both say AVX-512.
+test('bench --emulate-avx2: PyTorch and oneDNN take their AVX2 kernels; where cpuid cannot be trapped, a usage error', () => {
+  const r = bench(['--rounds', '1', '--emulate-avx2']);
+  if (!flags.includes('cpuid_fault')) {
+    assert.is(r.status, 2, r.stderr);
+    assert.match(r.stderr, /--emulate-avx2 needs CPUID faulting/);
+    return;
+  }
+  assert.is(r.status, 0, r.stderr);
+  const e = r.json();
+  assert.is(e.emulated, 'avx2');
+  assert.is(e.pytorchCpuCapability, 'AVX2');
+  if (e.kernels) assert.match(e.kernels.float32, /avx2/);
+  // Our own reading of the CPU (lib/cpu.ts, /proc/cpuinfo) follows what cpuid now says.
+  assert.match(e.cpu.description, /, AVX2, bf16: no AVX512-BF16 or AMX/);
+  assert.is(e.cpu.onednnBf16, false);
+  if (flags.includes('avx512f')) {
+    assert.is(plain.pytorchCpuCapability, 'AVX512');
+    if (plain.kernels) assert.match(plain.kernels.float32, /avx512/);
+  }
 });
 
 test.run();
