@@ -55,19 +55,18 @@ interface PlanCache {
   bias: Tensor;
   /** By input shape and whether a residual is added and ReLU applied; insertion order is age. */
   plans: Map<string, Tensor>;
-  /** Set once oneDNN had only a reference kernel for this convolution: libtorch's path from then on. */
-  refused: boolean;
   /**
-   * Plan keys (input shapes) for which libtorch's newer oneDNN has the faster kernel (see libtorchFaster); insertion
-   * order is age, and past MAX_DECLINED keys the oldest is forgotten (its shape is then probed once more if it recurs).
+   * Set once oneDNN had only a reference kernel for this convolution, or libtorch's newer oneDNN has the faster one
+   * (libtorchFaster, which depends on the convolution and the kernel 2.6 picks, not on the input's shape): libtorch's
+   * path from then on, for every shape.
    */
-  declined: Set<string>;
+  refused: boolean;
   /** The key of the plan used last (a hit on another moves that one to the end of `plans`). */
   last?: string;
   /**
    * A strided 1x1 convolution's timed choice by input channels and size (not batch): true where the subsampled plan
-   * won. A later batch size of the same image size takes it without timing again. At most MAX_DECLINED image sizes,
-   * the oldest forgotten first.
+   * won. A later batch size of the same image size takes it without timing again. At most MAX_IMAGE_SIZES image
+   * sizes, the oldest forgotten first.
    */
   subsample: Map<string, boolean>;
 }
@@ -79,8 +78,8 @@ const planCaches = new WeakMap<FusedConv2d, PlanCache>();
 // plans each once; with 8, batch sizes beyond the eighth kept evicting each other and each return re-planned the whole
 // network (+100-180 ms a batch, resnet50 at 112x112, Zen 4 EPYC, 2 threads).
 export const MAX_PLANS = 32;
-// A declined key costs only its string, but a server fed every batch size and image size would add one per shape.
-const MAX_DECLINED = 64;
+// A remembered subsample choice costs only its key, but a server fed every image size would add one per size.
+const MAX_IMAGE_SIZES = 64;
 // Winograd from 14x14 output pixels at batch 1 up (measured on resnet50's layers, AMD EPYC, 2 threads: 256 channels
 // at 14x14 0.45 against 0.53 ms direct, 512 at 7x7 level, 512 at 1x1 0.42 against 0.11 ms).
 const WINOGRAD_MIN_PIXELS = 196;
@@ -98,7 +97,7 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
     c = undefined;
   }
   if (!c) {
-    c = { weight: m.weight, bias: m.bias, plans: new Map(), refused: false, declined: new Set(), subsample: new Map() };
+    c = { weight: m.weight, bias: m.bias, plans: new Map(), refused: false, subsample: new Map() };
     planCaches.set(m, c);
   }
   if (c.refused) return null;
@@ -113,7 +112,6 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
     }
     return hit;
   }
-  if (c.declined.has(key)) return null;
   const { padding, stride, dilation, groups, kernelSize } = m.spec;
   // Every plan of this weight is offered to share its reordered copy (the first with the same layout is shared).
   const like = [...c.plans.values()].map((p) => p.h);
@@ -137,10 +135,9 @@ function planFor(m: FusedConv2d, input: Tensor, shape: number[], add: boolean, r
     c.refused = true;
     return null;
   }
-  if (libtorchFaster(impl, m.spec, shape)) {
+  if (libtorchFaster(impl, m.spec)) {
     plan.dispose();
-    c.declined.add(key);
-    if (c.declined.size > MAX_DECLINED) c.declined.delete(c.declined.values().next().value!);
+    c.refused = true;
     return null;
   }
   if (subsampleCandidate(m.spec, add)) plan = fasterOfStridedAndSubsampled(m, c, plan, input, shape, relu, like);
@@ -213,7 +210,7 @@ function fasterOfStridedAndSubsampled(m: FusedConv2d, c: PlanCache, strided: Ten
     }
     const won = best[1]! < SUBSAMPLE_MARGIN * best[0]!;
     c.subsample.set(image, won);
-    if (c.subsample.size > MAX_DECLINED) c.subsample.delete(c.subsample.keys().next().value!);
+    if (c.subsample.size > MAX_IMAGE_SIZES) c.subsample.delete(c.subsample.keys().next().value!);
     if (!won) {
       sub.dispose();
       return strided;
@@ -235,19 +232,20 @@ export function keepsPlan(dtype: string, impl: string, cpu: CpuInfo = cpuInfo())
 
 /**
  * Whether libtorch's oneDNN (3.x) runs this convolution faster than the plan oneDNN 2.6 made with kernel `impl`,
- * descriptor per call included: a 3x3 convolution (groups 1) with at most 14x14 output pixels per image, batch 2 and
- * up, where 2.6 has only its older `jit:avx2` kernel (CPUs without AVX-512) and 3.x its brgemm one. Measured with both
- * oneDNNs capped to AVX2 on a Zen 5 EPYC, 2 threads, resnet50: the four such layer shapes took 19 ms less at batch 16
- * on 3.x (of 605 ms for all 53 convolutions; the 512-channel 3x3 at 7x7: 31.2 against 36.5 ms for two) and whole
- * forwards 3-8 % less (in-process A/B, 8 alternating rounds, twice: 0.969 and 0.923); at batch 1 the kernels save
- * 1.64 ms but 3.x builds a descriptor per call, and forwards were level (0.978, 1.025), so batch 1 stays planned. The
- * other 3x3 and every 1x1 layer are level or faster on 2.6's kernels.
+ * descriptor per call included: a 3x3 convolution (groups 1) where 2.6 has only its older `jit:avx2` kernel (CPUs
+ * without AVX-512) and 3.x its brgemm one (`brg_conv_fwd:avx2`). Measured on a Zen 4 EPYC with AVX-512 hidden from
+ * cpuid (`bench --emulate-avx2`, so every library picks what an AVX2-only CPU gets), 2 threads, 2026-12-07, resnet50:
+ * at batch 16 the 3x3 layers at 56x56 and 28x28 took 85 and 90 ms (three each) on 2.6 against 53 and 54 ms on 3.x,
+ * the strided 56 -> 28 one 36 against 19 ms, all 53 convolutions 767 against 700 ms; onnxruntime's (MLAS, NCHWc) took
+ * 58, 57 and 22 ms for those. Whole forwards in-process, alternating, every 3x3 on 3.x against only those with at
+ * most 14x14 output pixels from batch 2 (the earlier rule, from both oneDNNs capped with ONEDNN_MAX_CPU_ISA on a
+ * Zen 5): batch 16 0.90-0.94, batch 1 0.91-0.98 (the descriptor per call included; against 3.x only where the output
+ * is larger than 14x14 at batch 1: 0.90-0.94). Grouped 3x3 convolutions (ResNeXt) stay on 2.6: at batch 16 it was
+ * faster on four of their six shapes, 83 against 79 ms in all. The 1x1 layers and the 7x7 stem are level or faster
+ * on 2.6's kernels.
  */
-export function libtorchFaster(impl: string, spec: Pick<ConvSpec, 'kernelSize' | 'stride' | 'padding' | 'dilation' | 'groups'>, shape: number[]): boolean {
-  if (!/^jit:avx2/.test(impl) || shape[0]! < 2 || spec.groups !== 1 || spec.kernelSize[0] !== 3 || spec.kernelSize[1] !== 3) return false;
-  const out = (d: 0 | 1): number =>
-    Math.floor((shape[2 + d]! + 2 * spec.padding[d] - spec.dilation[d] * (spec.kernelSize[d] - 1) - 1) / spec.stride[d]) + 1;
-  return out(0) * out(1) <= 196;
+export function libtorchFaster(impl: string, spec: Pick<ConvSpec, 'kernelSize' | 'groups'>): boolean {
+  return /^jit:avx2/.test(impl) && spec.groups === 1 && spec.kernelSize[0] === 3 && spec.kernelSize[1] === 3;
 }
 
 /** What probeKernels() found: the kernels the system oneDNN picks here, and whether bf16 convolutions are planned on it. */
@@ -295,10 +293,10 @@ export function describeKernels(k: KernelProbe): string {
 
 /**
  * How many plans a convolution holds, how many reordered copies of its weight they hold between them, how many
- * distinct weight layouts their kernels want (one copy each when they share), and how many input shapes it left to
- * libtorch's oneDNN (diagnostics and tests).
+ * distinct weight layouts their kernels want (one copy each when they share), and whether it was left to libtorch's
+ * oneDNN for good (diagnostics and tests).
  */
-export function planCacheSize(m: FusedConv2d): { plans: number; weights: number; layouts: number; declined: number } {
+export function planCacheSize(m: FusedConv2d): { plans: number; weights: number; layouts: number; refused: boolean } {
   const c = planCaches.get(m);
   const plans = [...(c?.plans.values() ?? [])];
   const classes = (same: (a: Handle, b: Handle) => boolean): number => {
@@ -306,7 +304,7 @@ export function planCacheSize(m: FusedConv2d): { plans: number; weights: number;
     for (const p of plans) if (!reps.some((q) => same(p.h, q.h))) reps.push(p);
     return reps.length;
   };
-  return { plans: plans.length, weights: classes(native.dnnlPlanSameWeight), layouts: classes(native.dnnlPlanSameLayout), declined: c?.declined.size ?? 0 };
+  return { plans: plans.length, weights: classes(native.dnnlPlanSameWeight), layouts: classes(native.dnnlPlanSameLayout), refused: c?.refused ?? false };
 }
 
 /** A strided 1x1 convolution's timed choices by input channels and size: 'subsampled' or 'strided' (diagnostics and tests). */
