@@ -408,9 +408,10 @@ if (list.some((c) => c.amp) && !onCuda && !bf16Pays(info)) {
   console.log('note: this CPU has neither AVX512-BF16 nor AMX, so the bf16 cases run emulated and are expected to be slower than float32');
 }
 
-// Between one side's turn and the next: OpenMP's and onnxruntime's pools spin for a few milliseconds after their last
-// work before they sleep, and a side timed while another's threads still spin on the same cores would be charged for them.
-const SETTLE_MS = 30;
+// Between one side's turn and the next: OpenMP's and onnxruntime's pools spin after their last work before they
+// sleep (onnxruntime's two threads took 30 ms of CPU in the 100 ms after a resnet50 batch-16 turn, none after that;
+// PyTorch's 10 ms), and a side timed while another's threads still spin on the same cores would be charged for them.
+const SETTLE_MS = 100;
 
 const rows: Row[] = [];
 const started = Date.now();
