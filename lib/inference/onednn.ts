@@ -240,9 +240,10 @@ export function keepsPlan(dtype: string, impl: string, cpu: CpuInfo = cpuInfo())
  * 58, 57 and 22 ms for those. Whole forwards in-process, alternating, every 3x3 on 3.x against only those with at
  * most 14x14 output pixels from batch 2 (the earlier rule, from both oneDNNs capped with ONEDNN_MAX_CPU_ISA on a
  * Zen 5): batch 16 0.90-0.94, batch 1 0.91-0.98 (the descriptor per call included; against 3.x only where the output
- * is larger than 14x14 at batch 1: 0.90-0.94). Grouped 3x3 convolutions (ResNeXt) stay on 2.6: at batch 16 it was
- * faster on four of their six shapes, 83 against 79 ms in all. The 1x1 layers and the 7x7 stem are level or faster
- * on 2.6's kernels.
+ * is larger than 14x14 at batch 1: 0.90-0.94). Grouped 3x3 convolutions (ResNeXt) stay on 2.6: 3.x's kernels are
+ * faster at batch 1 (4.4 against 6.4 ms for resnext50_32x4d's six shapes) but not once its descriptor per call is
+ * counted, and level at batch 16 (83 against 79 ms); whole forwards with them on 3.x took 1.008-1.042 x at batch 1,
+ * 0.987 at batch 16. The 1x1 layers and the 7x7 stem are level or faster on 2.6's kernels.
  */
 export function libtorchFaster(impl: string, spec: Pick<ConvSpec, 'kernelSize' | 'groups'>): boolean {
   return /^jit:avx2/.test(impl) && spec.groups === 1 && spec.kernelSize[0] === 3 && spec.kernelSize[1] === 3;
