@@ -20,6 +20,7 @@ interface Row {
   case: string;
   samples: { ours: number[][]; pytorch: number[][]; onnxruntime: number[][] | null };
   roundRatios: { pytorch: number[]; onnxruntime: number[] | null };
+  bestRatios: { pytorch: number; onnxruntime: number | null };
   turns: { side: string; round: number; span: [number, number] }[];
   pytorchPeakBytes: number;
 }
@@ -57,6 +58,10 @@ test('bench --micro: the sides take turns round by round, never overlapping, eac
   assert.is(row.samples.onnxruntime, null);
   assert.is(row.roundRatios.pytorch.length, 3);
   assert.is(row.roundRatios.onnxruntime, null);
+  // The fastest-iteration ratio, from the samples themselves.
+  const fastest = (side: 'ours' | 'pytorch'): number => Math.min(...row.samples[side].flat());
+  assert.ok(Math.abs(row.bestRatios.pytorch - fastest('ours') / fastest('pytorch')) < 0.01, JSON.stringify(row.bestRatios));
+  assert.is(row.bestRatios.onnxruntime, null);
   assert.equal(row.turns.map((t) => `${t.round}:${t.side}`), ['0:ours', '0:pytorch', '1:pytorch', '1:ours', '2:ours', '2:pytorch']);
   for (let i = 1; i < row.turns.length; i++) {
     const [a, b] = [row.turns[i - 1]!, row.turns[i]!];
