@@ -26,8 +26,10 @@
 
 #define LEAVES 0x40
 #define SUBLEAVES 64
-static uint32_t basic[LEAVES][SUBLEAVES][4], extended[LEAVES][SUBLEAVES][4];
-static uint32_t max_basic, max_extended;
+/* Leaves 0x0-0x3f, 0x40000000-0x4000003f (a hypervisor's) and 0x80000000-0x8000003f; any other answers zeros. */
+static uint32_t table[3][LEAVES][SUBLEAVES][4];
+static const uint32_t base[3] = {0, 0x40000000u, 0x80000000u};
+static uint32_t top[3];
 
 typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
 static sigaction_fn real_sigaction;
@@ -49,8 +51,8 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
   if (info->si_code == SI_KERNEL && ip[0] == 0x0f && ip[1] == 0xa2) {
     uint32_t leaf = (uint32_t)r[REG_RAX], sub = (uint32_t)r[REG_RCX], out[4] = {0, 0, 0, 0};
     if (sub >= SUBLEAVES) sub = SUBLEAVES - 1;
-    if (leaf < LEAVES && leaf <= max_basic) memcpy(out, basic[leaf][sub], sizeof out);
-    else if (leaf >= 0x80000000u && leaf - 0x80000000u < LEAVES && leaf <= max_extended) memcpy(out, extended[leaf - 0x80000000u][sub], sizeof out);
+    for (int t = 0; t < 3; t++)
+      if (leaf >= base[t] && leaf - base[t] < LEAVES && leaf <= top[t]) memcpy(out, table[t][leaf - base[t]][sub], sizeof out);
     r[REG_RAX] = out[0];
     r[REG_RBX] = out[1];
     r[REG_RCX] = out[2];
@@ -69,14 +71,17 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
 }
 
 __attribute__((constructor)) static void hide_avx512(void) {
-  max_basic = __get_cpuid_max(0, 0);
-  max_extended = __get_cpuid_max(0x80000000u, 0);
-  for (uint32_t l = 0; l < LEAVES && l <= max_basic; l++)
-    for (uint32_t s = 0; s < SUBLEAVES; s++) __cpuid_count(l, s, basic[l][s][0], basic[l][s][1], basic[l][s][2], basic[l][s][3]);
-  for (uint32_t l = 0; l < LEAVES && 0x80000000u + l <= max_extended; l++)
-    for (uint32_t s = 0; s < SUBLEAVES; s++)
-      __cpuid_count(0x80000000u + l, s, extended[l][s][0], extended[l][s][1], extended[l][s][2], extended[l][s][3]);
-  if (max_basic >= 7) {
+  for (int t = 0; t < 3; t++) {
+    uint32_t a, b, c, d;
+    __cpuid_count(base[t], 0, a, b, c, d);
+    /* The hypervisor range exists only under one (CPUID.1:ECX bit 31); elsewhere its answers are the basic leaves'. */
+    top[t] = t == 1 && !(table[0][1][0][2] & (1u << 31)) ? 0 : a;
+    for (uint32_t l = 0; l < LEAVES && base[t] + l <= top[t]; l++)
+      for (uint32_t s = 0; s < SUBLEAVES; s++)
+        __cpuid_count(base[t] + l, s, table[t][l][s][0], table[t][l][s][1], table[t][l][s][2], table[t][l][s][3]);
+  }
+  uint32_t (*basic)[SUBLEAVES][4] = table[0];
+  if (top[0] >= 7) {
     /* EBX: AVX512 F, DQ, IFMA, PF, ER, CD, BW, VL */
     basic[7][0][1] &= ~((1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) | (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31));
     /* ECX: AVX512 VBMI, VBMI2, VNNI, BITALG, VPOPCNTDQ */
