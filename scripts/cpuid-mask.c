@@ -8,8 +8,9 @@
  * each new program). The constructor records the real answers first, clears the AVX-512, AVX512-BF16 and AMX bits of
  * leaf 7, and answers each trapped cpuid from that table. oneDNN, MLAS, aten and MKL read cpuid directly (not
  * /proc/cpuinfo) to pick their kernels. The program's own SIGSEGV handlers (Node's, V8's) are kept through an
- * interposed sigaction and get every fault that is not a cpuid. Libraries that ran cpuid before this constructor
- * (glibc's string functions) keep what they chose.
+ * interposed sigaction and get every fault that is not a cpuid (a handler set through glibc's signal(), which calls
+ * its internal sigaction, would replace this one; none of the three sides does that). Libraries that ran cpuid
+ * before this constructor (glibc's string functions) keep what they chose.
  */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
