@@ -25,6 +25,8 @@ export interface CpuInfo {
   onednnBf16: boolean;
   /** How bf16 matrix work runs here: 'amx', 'avx512-bf16', or 'emulated' (converted to fp32, slower than fp32). */
   bf16: 'amx' | 'avx512-bf16' | 'emulated';
+  /** Linux can make cpuid trap here (flag cpuid_fault), which `bench --emulate-avx2` needs. */
+  cpuidFault: boolean;
 }
 
 /** Parses the text of /proc/cpuinfo (exported for tests). */
@@ -44,6 +46,7 @@ export function parseCpuinfo(text: string, cores = cpus().length): CpuInfo {
     amxBf16,
     onednnBf16: (flags.has('avx512bw') && flags.has('avx512vl') && flags.has('avx512dq')) || flags.has('bf16'),
     bf16: amxBf16 ? 'amx' : avx512Bf16 ? 'avx512-bf16' : 'emulated',
+    cpuidFault: flags.has('cpuid_fault'),
   };
 }
 

@@ -115,13 +115,7 @@ function cpuidMask(): string {
     process.exit(2);
   };
   if (process.platform !== 'linux' || process.arch !== 'x64') fail('needs x86-64 Linux');
-  let flags = '';
-  try {
-    flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
-  } catch {
-    // no /proc: the check below says so
-  }
-  if (!/ cpuid_fault( |$)/.test(flags)) fail('needs CPUID faulting (the cpuid_fault flag of /proc/cpuinfo), which this CPU or hypervisor does not offer');
+  if (!cpuInfo().cpuidFault) fail('needs CPUID faulting (the cpuid_fault flag of /proc/cpuinfo), which this CPU or hypervisor does not offer');
   const src = join(import.meta.dirname, 'cpuid-mask.c');
   const text = readFileSync(src);
   const so = join(tmpdir(), `resnet-ts-cpuid-mask-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.so`);
@@ -426,19 +420,13 @@ for (const c of list) {
   // Every side is set up once (ours here, the peers in their own processes, one after another so no set-up overlaps
   // another side's), then the rounds alternate them, each side's turn a few iterations long, the order rotating round
   // by round: a slow stretch of a shared host then falls on all of them alike.
-  const peers: Peer[] = [];
+  const sides: [keyof typeof byRound, Contender][] = [];
   const peaks = { ours: 0, pytorch: 0, onnx: 0 };
   const turns: Row['turns'] = [];
   try {
-    const sides: [keyof typeof byRound, Contender][] = [['ours', ours(c)]];
-    const torchPeer = await torchSide(c);
-    peers.push(torchPeer);
-    sides.push(['pytorch', torchPeer]);
-    if (onnx) {
-      const onnxPeer = await onnxSide(c);
-      peers.push(onnxPeer);
-      sides.push(['onnx', onnxPeer]);
-    }
+    sides.push(['ours', ours(c)]);
+    sides.push(['pytorch', await torchSide(c)]);
+    if (onnx) sides.push(['onnx', await onnxSide(c)]);
     for (let r = 0; r < o.rounds; r++) {
       for (let i = 0; i < sides.length; i++) {
         const [k, side] = sides[(r + i) % sides.length]!;
@@ -450,7 +438,7 @@ for (const c of list) {
     }
     for (const [k, side] of sides) peaks[k] = await side.end();
   } finally {
-    for (const p of peers) p.kill();
+    for (const [, side] of sides) if (side instanceof Peer) side.kill();
   }
   const micro = c.kind === 'micro';
   const unit = micro ? 'ns/op' : 'ms/batch';

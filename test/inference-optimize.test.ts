@@ -157,6 +157,7 @@ test('cpu.parseCpuinfo: AMX, AVX512-BF16 only, neither (x86 and Arm); describeCp
   assert.ok(cpu.bf16Pays(spr));
   const old = cpu.parseCpuinfo('model name\t: Intel(R) Xeon(R) CPU E5-2680 v4\nflags\t\t: sse avx avx2 fma\n', 2);
   assert.equal([old.bf16, cpu.bf16Pays(old)], ['emulated', false]);
+  assert.equal([amd.cpuidFault, cpu.parseCpuinfo('flags\t\t: avx2 cpuid_fault\n', 2).cpuidFault], [false, true]);
   assert.match(cpu.describeCpu(old), /no AVX512-BF16 or AMX, so --amp bf16 is emulated and slower than fp32/);
   const arm = cpu.parseCpuinfo('processor\t: 0\nFeatures\t: fp asimd evtstrm aes\n', 8);
   assert.equal([arm.flagsKnown, arm.avx2, arm.bf16], [true, false, 'emulated']);
