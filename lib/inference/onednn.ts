@@ -72,11 +72,12 @@ interface PlanCache {
 }
 
 const planCaches = new WeakMap<FusedConv2d, PlanCache>();
-// Each plan holds a primitive (its JIT code, 150-400 KB: ~13 MB a batch size for resnet50's 53 convolutions) and
-// shares the reordered weight with any other plan of the same layout; past this many input shapes per convolution the
-// least recently used plan is dropped. 32 is serve's default largest batch, so a server fed every batch size up to it
-// plans each once; with 8, batch sizes beyond the eighth kept evicting each other and each return re-planned the whole
-// network (+100-180 ms a batch, resnet50 at 112x112, Zen 4 EPYC, 2 threads).
+// Each plan holds a primitive (its JIT kernels in 256 KB buffers, resident whole: ~30 MB a batch size for resnet50's 53
+// convolutions at 224x224, ~1 GB for all 32 sizes) and shares the reordered weight with any other plan of the same
+// layout; past this many input shapes per convolution the least recently used plan is dropped. 32 is serve's default
+// largest batch, so a server fed every batch size up to it plans each once; with 8, batch sizes beyond the eighth kept
+// evicting each other and each return re-planned the whole network (+100-180 ms a batch, resnet50 at 112x112, Zen 4
+// EPYC, 2 threads). Running other sizes as power-of-two chunks on fewer plans was 4-18 % slower (README).
 export const MAX_PLANS = 32;
 // A remembered subsample choice costs only its key, but a server fed every image size would add one per size.
 const MAX_IMAGE_SIZES = 64;
