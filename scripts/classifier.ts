@@ -55,7 +55,8 @@ export async function loadClassifier(model: string | undefined, weights: string,
   let net: Module;
   try {
     resolved = await models.resolveWeights(name, weights);
-    net = await models.create(name, { weights: resolved.entry && resolved.entry.model === name ? resolved.entry : resolved.path });
+    // The file found (a download lands in the cache): a local file named like a published one is that file, not the download.
+    net = await models.create(name, { weights: resolved.path });
   } catch (e) {
     if (e instanceof DownloadError) throw e;
     throw new UsageError((e as Error).message);

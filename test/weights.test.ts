@@ -138,6 +138,27 @@ test('eval-imagenet and predict take --weights NAME: the cached file, the entry\
   assert.ok(top.every((g) => g.name === v1.categories[g.index]));
 });
 
+test('a local file named like a published one is loaded as it is, not swapped for the cached or downloaded file', async () => {
+  const cache = freshCache();
+  mkdirSync(cache, { recursive: true });
+  copyFileSync(join(dir, 'r18-10.pth'), join(cache, 'resnet18-f37072fd.pth')); // other weights under the published name
+  const local = join(dir, 'local');
+  mkdirSync(local, { recursive: true });
+  copyFileSync(join(dir, 'r18.pth'), join(local, 'resnet18-f37072fd.pth'));
+  copyFileSync(join(dir, 'r18.pth'), join(local, 'mine.pth'));
+  const img = join(local, 'a.png');
+  await sharp({ create: { width: 300, height: 260, channels: 3, background: '#c08040' } }).png().toFile(img);
+  const predict = (weights: string): unknown => {
+    const p = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'predict.ts'), '--model', 'resnet18', '--weights', weights, '--json', img],
+      { cwd: root, encoding: 'utf8', timeout: 180_000, env: { ...process.env } });
+    assert.is(p.status, 0, String(p.stderr));
+    return (JSON.parse(String(p.stdout)) as Array<{ top: unknown }>)[0]!.top;
+  };
+  const named = predict(join(local, 'resnet18-f37072fd.pth'));
+  assert.equal(named, predict(join(local, 'mine.pth')), 'the published file name changed which weights were loaded');
+  assert.not.equal(named, predict(join(cache, 'resnet18-f37072fd.pth')));
+});
+
 test('readStateDict renames torchvision\'s old DenseNet keys the way its loader does (checked by loading them in torchvision)', () => {
   const sd = models.readStateDict(join(dir, 'dense-keys.pth'));
   assert.equal(Object.keys(sd).sort(), [...fx.denseKeys].sort());
