@@ -12,7 +12,15 @@ import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
 interface Options {
   model: string; weights: string; port: number; host: string; maxBatch: number; maxDelayMs: number; queue: number;
   device: string; amp?: 'bf16' | 'fp16'; maxBody: number; maxPixels: number; maxDecodedMb: number; threads?: number;
-  workers: number; resize?: number; crop?: number; optimize: boolean;
+  workers: number; resize?: number; crop?: number; optimize: boolean; warmup?: 'all' | number[];
+}
+
+/** --warmup: 'all' or batch sizes separated by commas (each checked against --max-batch once that is known). */
+function warmupList(v: string): 'all' | number[] {
+  if (v.trim() === 'all') return 'all';
+  const sizes = v.split(',').map((x) => x.trim());
+  if (!sizes.every((x) => /^[1-9]\d*$/.test(x))) throw new InvalidArgumentError("expected 'all' or batch sizes separated by commas, e.g. 1,8,32");
+  return sizes.map(Number);
 }
 
 /** A byte size: 20mb, 512k, 1.5MB or a plain number of bytes. */
@@ -45,18 +53,25 @@ async function main(): Promise<void> {
     .option('--resize <n>', "shorter side before the crop (default: the weights' eval preset, else 256)", positiveInt)
     .option('--crop <n>', "center crop size (default: the weights' eval preset, else 224)", positiveInt)
     .option('--no-optimize', "run the model's own forward instead of its fused inference copy (CPU: BatchNorm folded, oneDNN kernels)")
+    .addOption(new Option('--warmup <sizes>', "batch sizes each worker runs once on blank images before the server listens, so the first batches of those sizes skip the set-up a new size costs (e.g. 1,8,32), or 'all' (1 to --max-batch); default none").argParser(warmupList))
     .addHelpText('after', '\nEnvironment: OMP_WAIT_POLICY (default here PASSIVE: the model\'s OpenMP threads sleep between ops, leaving the\ncores to decoding; ACTIVE spins, which pays only when one request at a time arrives).')
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .showHelpAfterError();
   program.parse(process.argv);
   const o = program.opts<Options>();
   try {
+    const warmup = o.warmup === 'all' ? Array.from({ length: o.maxBatch }, (_, i) => i + 1) : o.warmup;
+    const tooLarge = warmup?.find((n) => n > o.maxBatch);
+    if (tooLarge !== undefined) throw new UsageError(`--warmup: batch size ${tooLarge} is larger than --max-batch (${o.maxBatch})`);
     const device = checkDevice(o.device);
     const { model, numClasses, resize, crop, categories } = await loadClassifier(o.model, o.weights, device);
+    const started = performance.now();
+    if (warmup?.length) console.log(`resnet-ts serve: warming up batch sizes ${warmup.join(', ')} in each worker ...`);
     const s = await session(model, {
       device, threads: o.threads, maxBatch: o.maxBatch, workers: o.workers, amp: o.amp, resize: o.resize ?? resize, crop: o.crop ?? crop, categories,
-      optimize: o.optimize,
+      optimize: o.optimize, warmup,
     });
+    if (warmup?.length) console.log(`resnet-ts serve: warmed up in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     const server = createClassifyServer({
       session: s, model: o.model, numClasses, maxBatch: o.maxBatch, maxDelayMs: o.maxDelayMs, queue: o.queue,
       maxBody: o.maxBody, maxPixels: o.maxPixels, maxDecodedBytes: o.maxDecodedMb * 2 ** 20,

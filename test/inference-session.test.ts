@@ -11,7 +11,7 @@ import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, evalBatch } from '../lib/data/imag
 import { explain, getNumThreads, inference, memory, models, nn, noGrad, randn, setNumThreads, tidy, type Tensor } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import { softmax } from '../lib/nn/functional.ts';
-import { Exit, Latch, PointerProbe } from './fixtures/session-modules.ts';
+import { Exit, Latch, PointerProbe, ShapeLog } from './fixtures/session-modules.ts';
 
 const small = (): nn.Module => models.resnet20().eval();
 const settled = (p: Promise<unknown>): { done: boolean } => {
@@ -258,6 +258,26 @@ test('optimize: the Workers run the fused copy (equal to inference.optimize on t
   for (const t of [x, y, ref, viaFused, z, zRef]) t.dispose();
   fused.dispose();
   plain.dispose();
+});
+
+test('warmup: each Worker runs one forward per batch size on zero images of classify\'s shape before the session is ready', async () => {
+  const log = new Int32Array(new SharedArrayBuffer(4 * 64));
+  const s = await inference.session(new ShapeLog(small(), log), { threads: 1, workers: 2, maxBatch: 4, crop: 32, resize: 36, warmup: [1, 4, 1] });
+  try {
+    const shapes = Array.from({ length: Atomics.load(log, 0) }, (_, i) => Array.from(log.subarray(1 + 4 * i, 5 + 4 * i)).join('x')).sort();
+    assert.equal(shapes, ['1x3x32x32', '1x3x32x32', '4x3x32x32', '4x3x32x32'], 'two Workers, batch sizes 1 and 4 once each (the repeated 1 dropped)');
+    const y = await s.run(randn([2, 3, 32, 32]));
+    assert.equal(y.shape, [2, 10]);
+    assert.is(Atomics.load(log, 0), 5);
+  } finally {
+    await s.close();
+  }
+  await rejects(() => inference.session(small(), { maxBatch: 4, warmup: [8] }), /warmup batch sizes must be integers from 1 to maxBatch \(4\); got 8/);
+  await rejects(() => inference.session(small(), { warmup: [0] }), /got 0/);
+  await rejects(() => inference.session(small(), { warmup: 3 as unknown as number[] }), /warmup must be an array/);
+  // A model that cannot take classify's input fails the start with the reason, not later requests.
+  const gray = models.resnet20({ inChannels: 1 });
+  await rejects(() => inference.session(gray, { warmup: [1], crop: 32 }), /warm-up at batch 1 \(zero images of 3 x 32 x 32\)/);
 });
 
 test.run();

@@ -1,7 +1,9 @@
 // `resnet-ts serve` as a child process on a loopback port, with real HTTP requests: predictions against
 // torchvision (Debian's torch 1.13 + torchvision 0.14, same seeded weights and image), every kind of bad
 // input answered with a 4xx JSON error while the server keeps serving, and the page in headless Chromium.
+import { spawnSync } from 'node:child_process';
 import { request } from 'node:http';
+import { join } from 'node:path';
 import { deflateSync, crc32 } from 'node:zlib';
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
@@ -11,6 +13,7 @@ import sharp from 'sharp';
 import { decodeImage } from '../lib/data/index.ts';
 import { evalBatch } from '../lib/data/imagenet.ts';
 import { explain, models, tidy } from '../lib/index.ts';
+import { root } from './helpers.ts';
 import { jpeg, metric, startServer, stopServers, torchvisionFixture, type Child, type Fixture } from './serve-child.ts';
 
 let server: Child;
@@ -45,7 +48,7 @@ function png(width: number, height: number, rows: Buffer): Buffer {
 test.before(async () => {
   oracle = torchvisionFixture();
   pngPath = oracle.png;
-  server = await startServer(['--model', 'resnet18', '--weights', oracle.weights, '--max-body', '1mb', '--max-pixels', '4000000']);
+  server = await startServer(['--model', 'resnet18', '--weights', oracle.weights, '--max-body', '1mb', '--max-pixels', '4000000', '--warmup', '1,2']);
 });
 
 test.after(() => {
@@ -65,6 +68,15 @@ test('POST /v1/classify: the top-5 of torchvision for the same weights and image
     assert.ok(Math.abs(p.probability - oracle.probabilities[j]!) < 2e-3, `${p.label}: ${p.probability} vs torchvision ${oracle.probabilities[j]}`);
     assert.match(p.wnid!, /^n\d{8}$/);
   });
+});
+
+test('--warmup: the worker ran the sizes before the server listened; bad values are usage errors (exit 2) before any loading', () => {
+  assert.match(server.output(), /warming up batch sizes 1, 2 in each worker[^]*warmed up in [\d.]+ s[^]*on http/);
+  for (const [args, message] of [[['--warmup', '0'], /--warmup.*expected 'all' or batch sizes/], [['--warmup', '1,64', '--max-batch', '32'], /batch size 64 is larger than --max-batch \(32\)/]] as const) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/serve.ts'), '--model', 'resnet18', '--weights', 'no-such.pth', ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    assert.is(r.status, 2, r.stderr);
+    assert.match(r.stderr, message);
+  }
 });
 
 test('multipart/form-data with several images, and ?k=', async () => {

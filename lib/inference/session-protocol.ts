@@ -17,6 +17,8 @@ export interface LoadMessage {
   amp: 'bfloat16' | 'float16' | null;
   resize: number;
   crop: number;
+  /** Batch sizes to run once on zero images (3 x crop x crop) before answering 'ready'. */
+  warmup: number[];
 }
 
 /** One unit of work: a forward on parked input, classify on images, or a Grad-CAM of one image. */

@@ -2,7 +2,7 @@
 // buffer storages (adopted from native.shareTensors, not copied), then runs one job at a time. Grad mode,
 // autocast and the intra-op thread count are per-thread in libtorch, so they are set here, where ops run.
 import { parentPort } from 'node:worker_threads';
-import { cat } from '../creation.ts';
+import { cat, zeros } from '../creation.ts';
 import { decodeImage, imagenet, type DecodedImage } from '../data/index.ts';
 import { setNumThreads } from '../device.ts';
 import { native } from '../native.ts';
@@ -102,6 +102,13 @@ port.on('message', (m: LoadMessage | Job | { type: 'close' }) => {
           return alias;
         });
         model = rebuild(m.root, tensors).eval();
+        for (const n of m.warmup) {
+          try {
+            tidy(() => void forward(zeros([n, 3, m.crop, m.crop], { device: m.device as Device })));
+          } catch (e) {
+            throw new Error(`warm-up at batch ${n} (zero images of 3 x ${m.crop} x ${m.crop}): ${(e as Error).message}`);
+          }
+        }
         port.postMessage({ type: 'ready' } satisfies Reply);
       }).catch((e: Error) => port.postMessage({ type: 'error', name: e.name, message: e.message } satisfies Reply));
     } catch (e) {
