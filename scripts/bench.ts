@@ -389,11 +389,12 @@ async function onnxSide(c: Case): Promise<Peer> {
 }
 
 const list = cases();
-attachWeights(list);
+// Before attachWeights, which writes the weights files (hundreds of MB) the peers read.
 if (withOnnx && list.some((c) => c.kind === 'infer') && !resolvable('onnxruntime-node')) {
   console.error('bench: onnxruntime-node is not installed (a checkout\'s npm ci installs it as a devDependency; in an app: npm install --save-dev onnxruntime-node); use --no-onnx to leave it out');
   process.exit(2);
 }
+attachWeights(list);
 const load0 = loadavg();
 const info = cpuInfo();
 console.log(`resnet-ts bench: libtorch ${torchVersion()} (${lib.how}), device ${device}, ${o.threads} threads, ${o.rounds} rounds${o.quick ? ', quick' : ''}`);

@@ -66,7 +66,7 @@ async function main(): Promise<void> {
     const device = checkDevice(o.device);
     const { model, numClasses, resize, crop, categories } = await loadClassifier(o.model, o.weights, device);
     const started = performance.now();
-    if (warmup?.length) console.log(`resnet-ts serve: warming up batch sizes ${warmup.join(', ')} in each worker ...`);
+    if (warmup?.length) console.log(`resnet-ts serve: warming up batch sizes ${o.warmup === 'all' ? `1 to ${o.maxBatch}` : warmup.join(', ')} in each worker ...`);
     const s = await session(model, {
       device, threads: o.threads, maxBatch: o.maxBatch, workers: o.workers, amp: o.amp, resize: o.resize ?? resize, crop: o.crop ?? crop, categories,
       optimize: o.optimize, warmup,
