@@ -1,7 +1,8 @@
 // Top-5 classes of images, with the eval preprocessing of the weights used; optionally a Grad-CAM overlay.
 //   npm run predict -- --model resnet50 --weights IMAGENET1K_V2 cat.jpg dog.png
 //   npm run predict -- --model resnet18 --weights resnet18-f37072fd.pth --cam cat-cam.png cat.jpg
-import { basename, extname } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { basename, dirname, extname, resolve } from 'node:path';
 import { Command } from 'commander';
 import { positiveInt } from './cli.ts';
 import { decodeImage, type DecodedImage } from '../lib/data/image-folder.ts';
@@ -16,8 +17,8 @@ import { UsageError, checkDevice, inferenceModel, loadClassifier } from './class
 
 interface Options { model?: string; weights: string; resize?: number; crop?: number; device: string; top: number; json: boolean; cam?: string; camLayer?: string; optimize: boolean }
 
-/** One image's best classes: index, WordNet id and name (ImageNet-1k weights), probability. */
-interface Guess { index: number; wnid: string | null; name: string; probability: number }
+/** One image's best classes: index, WordNet id (ImageNet-1k weights), label, probability (the fields of the session's classify()). */
+interface Guess { index: number; wnid: string | null; label: string; probability: number }
 
 /** Where the overlay of image i of n goes: the --cam path itself for one image, else with the image's name inserted. */
 function camPath(cam: string, file: string, n: number): string {
@@ -51,7 +52,16 @@ async function writeCams(model: Module, images: DecodedImage[], files: string[],
   return written;
 }
 
+/** A --cam path PNG can be written to: a .png name (or none, .png added per image) in a folder that exists. */
+function checkCamPath(cam: string): void {
+  const ext = extname(cam).toLowerCase();
+  if (ext && ext !== '.png') throw new UsageError(`--cam writes PNG files; give a .png path, not ${cam}`);
+  const dir = dirname(resolve(cam));
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`--cam ${cam}: the folder ${dir} does not exist`);
+}
+
 async function predict(files: string[], o: Options): Promise<Array<{ file: string; top: Guess[]; cam?: string }>> {
+  if (o.cam !== undefined) checkCamPath(o.cam);
   const device = checkDevice(o.device);
   const clf = await loadClassifier(o.model, o.weights, device);
   const images: DecodedImage[] = [];
@@ -77,7 +87,7 @@ async function predict(files: string[], o: Options): Promise<Array<{ file: strin
     file,
     top: Array.from({ length: k }, (_, j) => {
       const index = Number(idx[i * k + j]);
-      return { index, wnid: imagenet ? IMAGENET_WNIDS[index]! : null, name: clf.categories?.[index] ?? `class ${index}`, probability: prob[i * k + j]! };
+      return { index, wnid: imagenet ? IMAGENET_WNIDS[index]! : null, label: clf.categories?.[index] ?? `class ${index}`, probability: prob[i * k + j]! };
     }),
     ...(cams ? { cam: cams[i]! } : {}),
   }));
@@ -106,7 +116,7 @@ async function main(): Promise<void> {
     if (program.opts<Options>().json) console.log(JSON.stringify(results, null, 2));
     else for (const r of results) {
       console.log(r.file);
-      for (const g of r.top) console.log(`  ${(100 * g.probability).toFixed(2).padStart(6)}%  ${g.name}${g.wnid ? ` (${g.wnid})` : ''}`);
+      for (const g of r.top) console.log(`  ${(100 * g.probability).toFixed(2).padStart(6)}%  ${g.label}${g.wnid ? ` (${g.wnid})` : ''}`);
       if (r.cam) console.log(`  Grad-CAM: ${r.cam}`);
     }
   } catch (e) {

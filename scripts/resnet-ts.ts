@@ -60,4 +60,12 @@ if (ext === '.ts' && !wantsHelp && cmd !== 'setup' && cmd !== 'doctor') {
 if (wantsHelp) (globalThis as Record<symbol, unknown>)[Symbol.for('resnet-ts.deferSetupError')] = true;
 // The script sees the argv it would see when run directly (it may re-run process.argv[1] in children).
 process.argv = [process.argv[0]!, scriptPath(entry.script), ...(serveBench ? rest.filter((a) => a !== '--serve') : rest)];
-await import(pathToFileURL(scriptPath(entry.script)).href);
+try {
+  await import(pathToFileURL(scriptPath(entry.script)).href);
+} catch (e) {
+  // Where libtorch or the addon is missing the first import of the library throws a SetupError that says what to
+  // run: its message alone, as the commands print their other errors, not a stack through the module loader.
+  if ((e as Error)?.name !== 'SetupError') throw e;
+  process.stderr.write(`${(e as Error).message.startsWith('resnet-ts') ? '' : `resnet-ts ${cmd}: `}${(e as Error).message}\n`);
+  process.exit(1);
+}

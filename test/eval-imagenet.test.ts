@@ -145,7 +145,7 @@ test('predict: top-5 names and probabilities; the indices are torchvision\'s', (
   const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/predict.ts'), '--model', 'resnet18', '--weights', weights,
     '--resize', String(RESIZE), '--crop', String(CROP), '--json', staged[0]!, staged[1]!], { cwd: root, encoding: 'utf8', timeout: 120_000 });
   assert.is(r.status, 0, r.stderr);
-  const out = JSON.parse(r.stdout) as Array<{ file: string; top: Array<{ index: number; wnid: string; name: string; probability: number }> }>;
+  const out = JSON.parse(r.stdout) as Array<{ file: string; top: Array<{ index: number; wnid: string; label: string; probability: number }> }>;
   const ref = oracle({ images: staged.slice(0, 2) });
   assert.equal(out.map((o) => [o.file, 0, ...o.top.map((g) => g.index)]), ref.preds);
   for (const g of out[0]!.top) assert.is(g.wnid, IMAGENET_WNIDS[g.index]);

@@ -3,6 +3,7 @@
 // with torch ops (spatial mean of the gradient, weighted sum, ReLU, bilinear upsampling, min-max), on the same
 // weights file and input. Then predict --cam end to end.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { test } from 'uvu';
@@ -87,6 +88,14 @@ test('predict --cam writes the crop the model saw with its heatmap overlaid, for
   // Half of each pixel is the jet map: somewhere the map is hot (red over blue) and somewhere cold (blue over red).
   const redMinusBlue = Array.from({ length: 64 * 64 }, (_, p) => data[p * 3]! - data[p * 3 + 2]!);
   assert.ok(Math.max(...redMinusBlue) > 60 && Math.min(...redMinusBlue) < -60, `${Math.max(...redMinusBlue)} ${Math.min(...redMinusBlue)}`);
+  // Paths it cannot write as asked are usage errors before any work: not PNG data under another extension, not libvips' output.
+  for (const [cam, message] of [[join(dir, 'cam.jpg'), /--cam writes PNG files; give a \.png path/], [join(dir, 'no-such-folder', 'c.png'), /the folder .*no-such-folder does not exist/]] as const) {
+    const bad = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/predict.ts'), '--model', 'resnet18', '--weights', join(dir, 'r18.pth'), '--cam', cam, img],
+      { cwd: root, encoding: 'utf8', timeout: 120_000 });
+    assert.is(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, message);
+    assert.not.ok(existsSync(cam));
+  }
 });
 
 test.run();

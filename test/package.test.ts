@@ -215,6 +215,8 @@ test('(e) no libtorch anywhere: npm install succeeds, the import throws one erro
   const noHelp = sh(bin2, ['predict', '--model', 'resnet18', image], app2, env, 60_000);
   assert.is.not(noHelp.status, 0);
   assert.match(noHelp.stderr, /the native addon is not built[\s\S]*Run: npx resnet-ts setup/);
+  assert.not.match(noHelp.stderr, /\n\s+at |SetupError:/, 'the command prints the message, not a stack');
+  assert.is(noHelp.status, 1);
   const wrong = sh('npm', ['rebuild', 'resnet-ts', '--foreground-scripts'], app2, { ...env, LIBTORCH: '/nonexistent/libtorch' });
   assert.is.not(wrong.status, 0);
   assert.match(wrong.stdout + wrong.stderr, /LIBTORCH=\/nonexistent\/libtorch is not a libtorch/);

@@ -158,8 +158,8 @@ test('train --weights DEFAULT --val-split --freeze backbone --head-lr on a folde
   assert.equal(train.checkpointInfo(ck), { model: 'resnet18', classes: ['cat', 'dog', 'emu'], transforms: { resize: 37, crop: 32, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } });
   const p = runScript('predict.ts', ['--weights', ck, '--top', '3', '--json', join(photos, 'emu', '0.png')]);
   assert.is(p.status, 0, p.stderr);
-  const top = (JSON.parse(p.stdout) as Array<{ top: Array<{ name: string; probability: number }> }>)[0]!.top;
-  assert.equal(top.map((g) => g.name).sort(), ['cat', 'dog', 'emu']);
+  const top = (JSON.parse(p.stdout) as Array<{ top: Array<{ label: string; probability: number }> }>)[0]!.top;
+  assert.equal(top.map((g) => g.label).sort(), ['cat', 'dog', 'emu']);
   // Mistakes exit 2 naming the flag.
   const bad = (args: string[], re: RegExp): void => {
     const b = runScript('train.ts', [...common, '--out', join(dir, 'bad'), ...args], { TORCH_HOME: torchHome });

@@ -133,9 +133,9 @@ test('eval-imagenet and predict take --weights NAME: the cached file, the entry\
   assert.equal([res.resize, res.crop, res.weightsEntry, res.weights, res.images], [232, 224, 'ResNet50_Weights.IMAGENET1K_V2', join(cache, 'resnet50-11ad3fa6.pth'), 1]);
   const p = run('predict.ts', ['--model', 'resnet18', '--weights', 'DEFAULT', '--json', img]);
   assert.is(p.status, 0, String(p.stderr));
-  const top = (JSON.parse(String(p.stdout)) as Array<{ top: Array<{ index: number; name: string }> }>)[0]!.top;
+  const top = (JSON.parse(String(p.stdout)) as Array<{ top: Array<{ index: number; label: string }> }>)[0]!.top;
   const v1 = models.weights('resnet18')[0]!;
-  assert.ok(top.every((g) => g.name === v1.categories[g.index]));
+  assert.ok(top.every((g) => g.label === v1.categories[g.index]));
 });
 
 test('a local file named like a published one is loaded as it is, not swapped for the cached or downloaded file', async () => {
