@@ -2,7 +2,7 @@
 // argument problems are TypeErrors naming the function and argument; nothing aborts the process.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { F, tensor, zeros, ones, full, arange, randperm, linspace, cuda, setNumThreads, Tensor, tidy } from '../lib/index.ts';
+import { F, data, models, tensor, zeros, ones, full, arange, randperm, linspace, cuda, setNumThreads, Tensor, tidy } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 
 function error(fn: () => unknown): Error {
@@ -58,6 +58,13 @@ test('wrong argument types are TypeErrors naming the function and the argument',
     [() => zeros([2], { device: 'tpu' as never }), /device must be 'cpu', 'cuda' or 'cuda:N'/],
     [() => tensor('abc' as never), /data must be a number, an array or a typed array/],
     [() => tensor([1, 'x'] as never), /data must hold numbers or booleans/],
+    // The public surface a model user meets first.
+    [() => (models.resnet18() as unknown as { forward(): unknown }).forward(), /conv2d: argument 'input' must be a Tensor/],
+    [() => F.linear(undefined as never, x), /linear: argument 'input' must be a Tensor/],
+    [() => models.resnet50({ numClasses: 'ten' as never }), /ResNet: numClasses must be a positive integer; got 'ten'/],
+    [() => models.resnet20({ inChannels: 0 }), /CifarResNet: inChannels must be a positive integer; got 0/],
+    [() => data.imagenet.evalBatch(['cat.jpg'] as never, { resize: 256, crop: 224 }), /evalBatch: image 0 must be a decoded image .* got the string 'cat.jpg'/],
+    [() => data.imagenet.evalBatch({ data: new Uint8Array(12), width: 2, height: 2 } as never, { resize: 256, crop: 224 }), /evalBatch: images must be an array/],
   ];
   for (const [fn, re] of cases) {
     const e = error(fn);

@@ -45,7 +45,13 @@ export function resizeCrop(img: DecodedImage, { resize: size, crop, device = 'cp
 
 /** torchvision's eval preset on a batch of decoded images: [N, 3, crop, crop], scaled to [0, 1] and normalized with ImageNet's mean and std. */
 export function evalBatch(images: readonly DecodedImage[], t: EvalTransform): Tensor {
+  if (!Array.isArray(images)) throw new TypeError('evalBatch: images must be an array of decoded images ({ data, width, height }, as data.decodeImage makes)');
   if (images.length === 0) throw new Error('evalBatch: no images');
+  images.forEach((img, i) => {
+    if (!img || typeof img !== 'object' || !ArrayBuffer.isView(img.data)) {
+      throw new TypeError(`evalBatch: image ${i} must be a decoded image { data, width, height } (await data.decodeImage(path) makes one from a file); got ${typeof img === 'string' ? `the string '${img}'` : String(img)}`);
+    }
+  });
   return tidy(() => normalize(IMAGENET_MEAN, IMAGENET_STD)(stack(images.map((img) => resizeCrop(img, t))).div(255)));
 }
 

@@ -3,7 +3,7 @@
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, ReLU, Sequential, chain } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
 import type { Tensor } from '../tensor.ts';
-import { BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ZeroPadShortcut, conv1x1, conv3x3, projection } from './blocks.ts';
+import { BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ZeroPadShortcut, checkPositiveInts, conv1x1, conv3x3, projection } from './blocks.ts';
 import { initResNet } from './resnet.ts';
 
 /** Options of every CIFAR model. */
@@ -63,6 +63,7 @@ export class CifarResNet extends Module {
   constructor(spec: CifarSpec, opts: CifarOptions = {}) {
     super();
     const { numClasses = 10, inChannels = 3, zeroInitResidual = false } = opts;
+    checkPositiveInts('CifarResNet', { numClasses, inChannels });
     const { block, n, stem, planes, residual = true, groups = 1, widthPerGroup = 64, strideOn1x1 = false } = spec;
     const shortcut = opts.shortcut ?? spec.shortcut ?? 'A';
     if (!['A', 'B', 'C'].includes(shortcut)) throw new Error(`shortcut must be 'A', 'B' or 'C'; got ${String(shortcut)}`);

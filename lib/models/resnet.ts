@@ -3,7 +3,7 @@ import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequen
 import { kaimingNormal_, constant_ } from '../nn/init.ts';
 import { Module } from '../nn/module.ts';
 import type { Tensor } from '../tensor.ts';
-import { BasicBlock, Bottleneck, projection } from './blocks.ts';
+import { BasicBlock, Bottleneck, checkPositiveInts, projection } from './blocks.ts';
 
 /** torchvision's ResNet arguments, camelCased, plus the stride-on-1x1 variant and the input channels. */
 export interface ResNetOptions {
@@ -45,6 +45,7 @@ export class ResNet extends Module {
   constructor(spec: ResNetSpec, opts: ResNetOptions = {}) {
     super();
     const { numClasses = 1000, zeroInitResidual = false, inChannels = 3, strideOn1x1 = false } = opts;
+    checkPositiveInts('ResNet', { numClasses, inChannels });
     const groups = opts.groups ?? 1;
     const baseWidth = opts.widthPerGroup ?? 64;
     const dilate = opts.replaceStrideWithDilation ?? [false, false, false];

@@ -14,7 +14,8 @@ export function conv2d(
   { stride = 1, padding = 0, dilation = 1, groups = 1 }: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number } = {},
 ): Tensor {
   if (bf16Emulated(x, weight)) return conv2dBf16InFp32(x, weight, bias, [pair(stride), pair(padding), pair(dilation)], groups);
-  return new Tensor(native.conv2d(x.h, weight.h, bias?.h, pair(stride), pair(padding), pair(dilation), groups));
+  // x?.h: a missing input reaches the op's own check ("argument 'input' must be a Tensor"), not a read of undefined.
+  return new Tensor(native.conv2d(x?.h, weight?.h, bias?.h, pair(stride), pair(padding), pair(dilation), groups));
 }
 
 const BF16 = dtypeOf('bfloat16');
@@ -26,7 +27,7 @@ const BF16 = dtypeOf('bfloat16');
  * everywhere, `=1` uses this one on every CPU.
  */
 function bf16Emulated(x: Tensor, weight: Tensor): boolean {
-  if (!bf16ConvInFp32() || x.device !== 'cpu') return false;
+  if (!bf16ConvInFp32() || !(x instanceof Tensor) || x.device !== 'cpu') return false;
   const [on, dtype] = native.autocastState('cpu');
   return on ? dtype === BF16 : x.dtype === 'bfloat16' && weight.dtype === 'bfloat16';
 }
@@ -104,7 +105,7 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: Pair): Tensor {
 
 /** y = x Wᵀ + b */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  return new Tensor(native.linear(x.h, weight.h, bias?.h));
+  return new Tensor(native.linear(x?.h, weight?.h, bias?.h));
 }
 
 /** Zeroes elements with probability p in training, scaling the rest by 1/(1-p). */
