@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { session } from '../lib/inference/index.ts';
 import { io, models, randn, torchVersion } from '../lib/index.ts';
 import type { Module } from '../lib/nn/module.ts';
-import { ints, positiveInt } from './cli.ts';
+import { commandName, ints, positiveInt } from './cli.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 // The serve script beside this one: TypeScript through tsx in the repository, compiled JS in a package.
@@ -133,7 +133,7 @@ function cpuModel(): string {
 }
 
 async function main(): Promise<void> {
-  const program = new Command('bench-serve')
+  const program = new Command(commandName('bench-serve'))
     .description('Load-test `resnet-ts serve` on loopback: dynamic batching on vs off at several client counts; writes the "serve" key of bench.json.')
     .option('--model <name>', 'registry model (random-init weights; speed does not depend on their values)', 'resnet50')
     .option('--duration <s>', 'seconds of load per case', positiveInt, 15)

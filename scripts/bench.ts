@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
-import { positiveInt as int } from './cli.ts';
+import { commandName, positiveInt as int } from './cli.ts';
 import {
   F, cuda, inference, io, isDevice, models, noGrad, ones, optim, randint, randn, setNumThreads, tidy, torchVersion, withAmp,
   type Device,
@@ -66,7 +66,7 @@ interface Row {
   turns: { side: 'ours' | 'pytorch' | 'onnxruntime'; round: number; span: [number, number] }[];
 }
 
-const program = new Command('bench')
+const program = new Command(commandName('bench'))
   .description('Benchmark resnet-ts against PyTorch (same libtorch build) and onnxruntime-node in the same run')
   .option('--quick', 'a short CPU run (small batches and images)', false)
   .option('--micro', 'only the per-op overhead case', false)
@@ -79,6 +79,7 @@ const program = new Command('bench')
   .option('--emulate-avx2', 'hide AVX-512 and AMX from every side (cpuid trapped by scripts/cpuid-mask.c; x86-64 Linux with CPUID faulting, and cc): the kernels an AVX2-only CPU runs', false)
   .option('--weights-dir <dir>', 'where the oracle\'s weights and ONNX exports are kept between runs', 'runs/bench-weights')
   .option('--output <file>', 'where to write the JSON results', 'bench.json')
+  .addHelpText('after', '\nThe HTTP serving benchmark is `resnet-ts bench --serve` (npm run bench:serve); `resnet-ts bench --serve --help` lists its flags.')
   .showHelpAfterError();
 program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 program.parse();

@@ -21,6 +21,12 @@ export const float = (min: number) => (v: string): number => {
 /** A comma-separated list of integers >= 0. */
 export const ints = (v: string): number[] => v.split(',').map((s) => int(0)(s.trim()));
 
+/**
+ * The name a script's usage line shows: "resnet-ts eval" when the `resnet-ts` command runs it (it sets the name),
+ * else the script's own (npm run eval-imagenet).
+ */
+export const commandName = (script: string): string => ((globalThis as Record<symbol, unknown>)[Symbol.for('resnet-ts.command')] as string | undefined) ?? script;
+
 /** Positive integer (>= 1). */
 export const positiveInt = int(1);
 

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { Command } from 'commander';
+import { commandName } from './cli.ts';
 import { addonPath, loadAddon, packageRoot, setupCommand } from '../lib/addon.ts';
 import { cpuInfo, describeCpu } from '../lib/cpu.ts';
 import { FASHION_MNIST_DIR } from '../lib/data/fashion-mnist.ts';
@@ -12,7 +13,7 @@ import { buildTools, type Libtorch } from './build-tools.ts';
 
 interface AddonInfo { torchVersion(): string; cudaBuilt(): boolean; cudaIsAvailable(): boolean; cudaDeviceCount(): number; dnnlAvailable?(): boolean; dnnlVersion?(): string }
 
-const program = new Command('doctor')
+const program = new Command(commandName('doctor'))
   .description('Print what resnet-ts found (Node, libtorch, CUDA, addon, dataset) and what is missing.')
   .option('--json', 'print JSON', false)
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));

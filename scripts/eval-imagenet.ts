@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { relative, resolve } from 'node:path';
 import { MultiBar, Presets } from 'cli-progress';
 import { Command, Option } from 'commander';
-import { positiveInt } from './cli.ts';
+import { commandName, positiveInt } from './cli.ts';
 import { softmax } from '../lib/nn/functional.ts';
 import { cuda, torchVersion, withAmp } from '../lib/device.ts';
 import { DecodeQueue } from '../lib/data/decode-queue.ts';
@@ -40,7 +40,7 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const program = new Command('eval-imagenet')
+  const program = new Command(commandName('eval-imagenet'))
     .description('Top-1/top-5 of a model on the ImageNet validation set, with torchvision\'s eval preprocessing.')
     .requiredOption('--model <name>', 'registry model name (resnet50, resnext50_32x4d, ...)')
     .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), a state dict (.pth as torch.save wrote it, .safetensors) or a URL')

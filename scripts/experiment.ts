@@ -6,7 +6,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Argument, Command, CommanderError, Option } from 'commander';
-import { int, ints, stopOnSignals } from './cli.ts';
+import { commandName, int, ints, stopOnSignals } from './cli.ts';
 import { trainInProcesses } from './experiment-jobs.ts';
 import { applyWaitPolicy } from './omp-policy.ts';
 import type { DataName, Scale } from '../lib/experiments/index.ts';
@@ -23,7 +23,7 @@ const NAMES = [...Object.keys(ex.EXPERIMENTS), 'all'];
 /** [C, H, W] of each dataset's images (for --plan, which loads no data). */
 const SHAPES: Record<DataName, [number, number, number]> = { 'fashion-mnist': [1, 28, 28], cifar10: [3, 32, 32] };
 
-const program = new Command('experiment')
+const program = new Command(commandName('experiment'))
   .description('Reproduce a paper experiment: train its nets with one recipe, then write report.html, table.md and results.json.\n' +
     '  degradation  He et al. 2015 Fig. 6: plain-20/56 vs ResNet-20/56\n' +
     '  shortcuts    He et al. 2015 Table 3: shortcut options A, B, C\n' +

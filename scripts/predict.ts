@@ -4,7 +4,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { Command } from 'commander';
-import { positiveInt } from './cli.ts';
+import { commandName, positiveInt } from './cli.ts';
 import { decodeImage, type DecodedImage } from '../lib/data/image-folder.ts';
 import { IMAGENET_WNIDS, evalBatch } from '../lib/data/imagenet.ts';
 import { gradCam } from '../lib/explain/grad-cam.ts';
@@ -94,7 +94,7 @@ async function predict(files: string[], o: Options): Promise<Array<{ file: strin
 }
 
 async function main(): Promise<void> {
-  const program = new Command('predict')
+  const program = new Command(commandName('predict'))
     .description('Top classes of images, with probabilities, using the eval preprocessing of the weights.')
     .argument('<images...>', 'image files (JPEG, PNG, WebP, TIFF)')
     .option('--model <name>', 'registry model name (default: the net a resnet-ts checkpoint was trained as)')

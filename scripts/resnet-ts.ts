@@ -58,6 +58,8 @@ if (ext === '.ts' && !wantsHelp && cmd !== 'setup' && cmd !== 'doctor') {
 }
 // --help prints the script's usage even where the addon is not built yet (lib/native.ts defers its SetupError).
 if (wantsHelp) (globalThis as Record<symbol, unknown>)[Symbol.for('resnet-ts.deferSetupError')] = true;
+// Its usage line says how it was called ("Usage: resnet-ts eval [options]"; scripts/cli.ts's commandName).
+(globalThis as Record<symbol, unknown>)[Symbol.for('resnet-ts.command')] = serveBench ? 'resnet-ts bench --serve' : `resnet-ts ${cmd}`;
 // The script sees the argv it would see when run directly (it may re-run process.argv[1] in children).
 process.argv = [process.argv[0]!, scriptPath(entry.script), ...(serveBench ? rest.filter((a) => a !== '--serve') : rest)];
 try {

@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { session } from '../lib/inference/index.ts';
 import { createClassifyServer } from '../lib/serve/index.ts';
 import type { Device } from '../lib/tensor.ts';
-import { float, int, positiveInt } from './cli.ts';
+import { commandName, float, int, positiveInt } from './cli.ts';
 import { UsageError, checkDevice, loadClassifier } from './classifier.ts';
 
 interface Options {
@@ -34,7 +34,7 @@ function bytes(v: string): number {
 
 
 async function main(): Promise<void> {
-  const program = new Command('serve')
+  const program = new Command(commandName('serve'))
     .description('Serve an ImageNet classifier over HTTP: POST /v1/classify (image body or multipart form), GET / (page), /healthz, /metrics.')
     .requiredOption('--model <name>', 'registry model name, e.g. resnet50')
     .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V2, DEFAULT), a .pth/.safetensors file or a URL')

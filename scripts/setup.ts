@@ -6,12 +6,13 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Command } from 'commander';
+import { commandName } from './cli.ts';
 import { packageRoot } from '../lib/addon.ts';
 import { buildTools, type Libtorch } from './build-tools.ts';
 
 interface Options { cuda: boolean; force: boolean; python?: string }
 
-const program = new Command('setup')
+const program = new Command(commandName('setup'))
   .description('Create a cached libtorch with pip (CPU by default) and build the native addon against it.')
   .option('--cuda', 'a CUDA libtorch (torch 2.14.1 for CUDA 13.0, about 4.5 GB) instead of the CPU one (about 1 GB)', false)
   .option('--force', 'use the cached env even when another libtorch is found (LIBTORCH still wins)', false)
