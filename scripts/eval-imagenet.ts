@@ -13,7 +13,7 @@ import { softmax } from '../lib/nn/functional.ts';
 import { cuda, torchVersion, withAmp } from '../lib/device.ts';
 import { DecodeQueue } from '../lib/data/decode-queue.ts';
 import type { DecodedImage } from '../lib/data/image-folder.ts';
-import { evalBatch, listValidationSet, type EvalSet } from '../lib/data/imagenet.ts';
+import { evalBatch, labelByWnid, listValidationSet, type EvalSet } from '../lib/data/imagenet.ts';
 import { noGrad, tidy, type Device, type Tensor } from '../lib/tensor.ts';
 import type { Module } from '../lib/nn/module.ts';
 import { UsageError, checkDevice, inferenceModel, loadClassifier } from './classifier.ts';
@@ -119,11 +119,21 @@ async function evaluate(o: Options): Promise<Record<string, unknown>> {
     const hint = /no class folders/.test((e as Error).message) ? ' (a flat folder of validation images needs --labels)' : '';
     throw new UsageError(`${(e as Error).message}${hint}`);
   }
-  const samples = o.limit ? set.samples.slice(0, o.limit) : set.samples;
-  if (samples.length === 0) throw new UsageError(`no images found in ${o.data}`);
+  if (set.samples.length === 0) throw new UsageError(`no images found in ${o.data}`);
   const { model, numClasses, path, entry, ...preset } = await loadClassifier(o.model, o.weights, device);
   const [resize, crop] = [o.resize ?? preset.resize, o.crop ?? preset.crop];
   if (set.classes.length > numClasses) throw new UsageError(`${o.data} has ${set.classes.length} classes but the weights give ${numClasses} outputs`);
+  // Class folders named by wnid take their ImageNet index (a part of the validation set scores right); other names
+  // take their sorted place (ImageFolder's rule), which only means something when the model has those classes in that order.
+  const byWnid = !o.labels && numClasses === 1000 ? labelByWnid(set) : null;
+  if (byWnid) {
+    if (set.classes.length < 1000) console.log(`eval: ${set.classes.length} class folders named by ImageNet wnid: each is scored as its ImageNet class`);
+    set = byWnid;
+  } else if (!o.labels && set.classes.length !== numClasses) {
+    const first = set.classes.slice(0, 3).map((c, i) => `${c} as ${preset.categories?.[i] ?? `class ${i}`}`).join(', ');
+    console.warn(`eval: warning: ${set.classes.length} class folders for a model with ${numClasses} outputs; folder i (sorted) is scored as class i: ${first}${set.classes.length > 3 ? ', ...' : ''}`);
+  }
+  const samples = o.limit ? set.samples.slice(0, o.limit) : set.samples;
   if (device !== 'cpu') cuda.setCudnnBenchmark(true);
   const k = Math.min(5, numClasses);
   const { net, fused, amp } = inferenceModel(model, { optimize: o.optimize, amp: o.amp, device });

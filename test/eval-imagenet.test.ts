@@ -78,6 +78,33 @@ test('ImageFolder layout: top-1/top-5, per-class counts and every top-5 equal to
   assert.match(r.stdout, /top-1 33\.33%\s+top-5 66\.67%/);
 });
 
+test('a part of the validation set (only the wnid folders that hold images): the numbers torchvision gives on the whole layout', () => {
+  const part = join(dir, 'val-part');
+  staged.forEach((p, i) => {
+    mkdirSync(join(part, IMAGENET_WNIDS[labels[i]!]!), { recursive: true });
+    copyFileSync(p, join(part, IMAGENET_WNIDS[labels[i]!]!, `img${i}.JPEG`));
+  });
+  const out = join(dir, 'part.json');
+  const preds = join(dir, 'part.jsonl');
+  const r = evalScript(['--model', 'resnet18', '--weights', weights, '--data', part, '--output', out, '--save-predictions', preds]);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /class folders named by ImageNet wnid: each is scored as its ImageNet class/);
+  const res = readJson<{ top1: number; top5: number; perClass: Record<string, { index: number }> }>(out);
+  assert.equal([res.top1, res.top5], [expected.top1, expected.top5]);
+  const ours = readFileSync(preds, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { path: string; label: number; top5: number[] });
+  assert.equal(ours.map((p) => [join(folderRoot, p.path), p.label, ...p.top5]), expected.preds);
+  for (const [wnid, c] of Object.entries(res.perClass)) assert.is(c.index, IMAGENET_WNIDS.indexOf(wnid));
+  // Folders of other names keep ImageFolder's sorted order, and a count that differs from the model's outputs is said.
+  const named = join(dir, 'val-named');
+  for (const [i, c] of ['cat', 'dog'].entries()) {
+    mkdirSync(join(named, c), { recursive: true });
+    copyFileSync(staged[i]!, join(named, c, 'a.JPEG'));
+  }
+  const w = evalScript(['--model', 'resnet18', '--weights', weights, '--data', named, '--output', join(dir, 'named.json')]);
+  assert.is(w.code, 0, w.stderr);
+  assert.match(w.stderr, /warning: 2 class folders for a model with 1000 outputs; folder i \(sorted\) is scored as class i: cat as tench, dog as goldfish/);
+});
+
 // The same images as a flat folder of ILSVRC2012_val_*.JPEG.
 const flat = join(dir, 'flat');
 function makeFlat(): void {

@@ -166,6 +166,19 @@ export function listFlatFolder(dir: string, labels: ReadonlyMap<string, string>,
   return { classes: [...classes], samples };
 }
 
+/**
+ * A class-folder set whose folders are all ImageNet-1k wnids, labelled by each wnid's ImageNet index instead of its
+ * place among the folders (classes become the 1000 wnids); null where a folder is not one. The same labels for the
+ * whole validation set, the right ones for a part of it: ImageFolder's sorted order would score a folder of tabby
+ * cats (n02123045, class 281) as class 1 when it is the second of two folders.
+ */
+export function labelByWnid(set: EvalSet): EvalSet | null {
+  const index = new Map(IMAGENET_WNIDS.map((w, i) => [w, i]));
+  const to = set.classes.map((c) => index.get(c));
+  if (to.some((i) => i === undefined)) return null;
+  return { classes: [...IMAGENET_WNIDS], samples: set.samples.map(([path, label]) => [path, to[label]!]) };
+}
+
 /** The validation set at dir: class folders, or a flat folder when a ground-truth file is given. */
 export function listValidationSet(dir: string, { labels, synsets }: { labels?: string; synsets?: string } = {}): EvalSet {
   if (labels) return listFlatFolder(dir, readGroundTruth(labels, synsets));
