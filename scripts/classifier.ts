@@ -25,6 +25,8 @@ export function checkDevice(device: string): Device {
 /** A classifier ready for evaluation, with what its weights say about inputs and outputs. */
 export interface Classifier {
   model: Module;
+  /** The registry name it was built as (--model, or the net a resnet-ts checkpoint records). */
+  name: string;
   numClasses: number;
   /** The weights file on disk (in torch's cache when it was downloaded). */
   path: string;
@@ -68,7 +70,7 @@ export async function loadClassifier(model: string | undefined, weights: string,
   }
   const named = resolved.categories?.length === numClasses ? resolved.categories : undefined;
   return {
-    model: net.eval().to(device), numClasses, path: resolved.path, entry: resolved.entry, resize: t?.resize ?? 256, crop: t?.crop ?? 224,
+    model: net.eval().to(device), name, numClasses, path: resolved.path, entry: resolved.entry, resize: t?.resize ?? 256, crop: t?.crop ?? 224,
     categories: named ?? (numClasses === 1000 ? IMAGENET_CATEGORIES : undefined),
   };
 }

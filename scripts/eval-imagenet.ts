@@ -13,13 +13,13 @@ import { softmax } from '../lib/nn/functional.ts';
 import { cuda, torchVersion, withAmp } from '../lib/device.ts';
 import { DecodeQueue } from '../lib/data/decode-queue.ts';
 import type { DecodedImage } from '../lib/data/image-folder.ts';
-import { evalBatch, labelByWnid, listValidationSet, type EvalSet } from '../lib/data/imagenet.ts';
+import { IMAGENET_CATEGORIES, IMAGENET_WNIDS, evalBatch, labelByName, listValidationSet, type EvalSet } from '../lib/data/imagenet.ts';
 import { noGrad, tidy, type Device, type Tensor } from '../lib/tensor.ts';
 import type { Module } from '../lib/nn/module.ts';
 import { UsageError, checkDevice, inferenceModel, loadClassifier } from './classifier.ts';
 
 interface Options {
-  model: string;
+  model?: string;
   weights: string;
   data: string;
   labels?: string;
@@ -42,7 +42,7 @@ interface Options {
 function parseOptions(argv: string[]): Options {
   const program = new Command(commandName('eval-imagenet'))
     .description('Top-1/top-5 of a model on the ImageNet validation set, with torchvision\'s eval preprocessing.')
-    .requiredOption('--model <name>', 'registry model name (resnet50, resnext50_32x4d, ...)')
+    .option('--model <name>', 'registry model name (resnet50, resnext50_32x4d, ...; default: the net a resnet-ts checkpoint was trained as)')
     .requiredOption('--weights <name|file|url>', 'published weights (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT; downloaded into torch\'s cache), a state dict (.pth as torch.save wrote it, .safetensors) or a URL')
     .requiredOption('--data <dir>', 'class folders (ImageFolder: index = position among sorted folder names) or a flat folder of ILSVRC2012_val_*.JPEG with --labels')
     .option('--labels <file>', 'ground truth for a flat folder: ILSVRC2012_validation_ground_truth.txt (with --synsets) or LOC_val_solution.csv')
@@ -120,15 +120,17 @@ async function evaluate(o: Options): Promise<Record<string, unknown>> {
     throw new UsageError(`${(e as Error).message}${hint}`);
   }
   if (set.samples.length === 0) throw new UsageError(`no images found in ${o.data}`);
-  const { model, numClasses, path, entry, ...preset } = await loadClassifier(o.model, o.weights, device);
+  const { model, name, numClasses, path, entry, ...preset } = await loadClassifier(o.model, o.weights, device);
   const [resize, crop] = [o.resize ?? preset.resize, o.crop ?? preset.crop];
   if (set.classes.length > numClasses) throw new UsageError(`${o.data} has ${set.classes.length} classes but the weights give ${numClasses} outputs`);
-  // Class folders named by wnid take their ImageNet index (a part of the validation set scores right); other names
-  // take their sorted place (ImageFolder's rule), which only means something when the model has those classes in that order.
-  const byWnid = !o.labels && numClasses === 1000 ? labelByWnid(set) : null;
-  if (byWnid) {
-    if (set.classes.length < 1000) console.log(`eval: ${set.classes.length} class folders named by ImageNet wnid: each is scored as its ImageNet class`);
-    set = byWnid;
+  // Class folders named by wnid take their ImageNet index, folders named as a checkpoint's classes their index there (a
+  // part of the classes scores right); other names take their sorted place (ImageFolder's rule), which only means
+  // something when the model has those classes in that order.
+  const byWnid = !o.labels && numClasses === 1000 ? labelByName(set, IMAGENET_WNIDS) : null;
+  const byName = !o.labels && !byWnid && preset.categories && preset.categories !== IMAGENET_CATEGORIES ? labelByName(set, preset.categories) : null;
+  if (byWnid || byName) {
+    if (set.classes.length < numClasses) console.log(`eval: ${set.classes.length} class folders named by ${byWnid ? 'ImageNet wnid' : 'the checkpoint\'s class names'}: each is scored as its class`);
+    set = (byWnid ?? byName)!;
   } else if (!o.labels && set.classes.length !== numClasses) {
     const first = set.classes.slice(0, 3).map((c, i) => `${c} as ${preset.categories?.[i] ?? `class ${i}`}`).join(', ');
     console.warn(`eval: warning: ${set.classes.length} class folders for a model with ${numClasses} outputs; folder i (sorted) is scored as class i: ${first}${set.classes.length > 3 ? ', ...' : ''}`);
@@ -207,7 +209,7 @@ async function evaluate(o: Options): Promise<Record<string, unknown>> {
     if (n) perClass[set.classes[i] ?? String(i)] = { index: i, images: n, top1: tally.top1[i]! / n, top5: tally.top5[i]! / n };
   });
   return {
-    model: o.model, weights: resolve(path), weightsEntry: entry ? `${entry.enum}.${entry.name}` : null, data: resolve(o.data),
+    model: name, weights: resolve(path), weightsEntry: entry ? `${entry.enum}.${entry.name}` : null, data: resolve(o.data),
     labels: o.labels ? resolve(o.labels) : null, device, amp: o.amp ?? null, fused, channelsLast: o.channelsLast, resize, crop, batchSize: o.batchSize, workers: o.workers,
     images: tally.n, skipped: skipped.length, skippedFiles: skipped,
     top1: tally.n ? tally.c1 / tally.n : 0, top5: tally.n ? tally.c5 / tally.n : 0, correct1: tally.c1, correct5: tally.c5,

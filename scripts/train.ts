@@ -4,7 +4,7 @@
 // Flags become a Recipe, buildTraining() makes the model, optimizer, schedule and loaders, fit() runs them.
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { commandName, float, int, ints, stopOnSignals } from './cli.ts';
 import { launch } from './launch.ts';
@@ -200,7 +200,8 @@ async function main(): Promise<void> {
   if (denv && world > 1) dist.init(denv, { backend: f.backend ?? (f.device === 'cuda' ? 'nccl' : 'gloo'), timeoutMs: f.distTimeout * 1000 });
   if (rank !== 0) f.quiet = true;
   const device: Device = f.device === 'cuda' && denv ? (`cuda:${denv.localRank}` as Device) : f.device;
-  const out = f.out ?? join('runs', `${f.model}-${f.data.replace(/[^\w.-]+/g, '_')}${f.recipe === 'default' ? '' : `-${f.recipe}`}`);
+  // runs/<model>-<the data set's name or the folder's own name> (./photos, photos/ and /abs/photos all give photos).
+  const out = f.out ?? join('runs', `${f.model}-${basename(resolve(f.data)).replace(/[^\w.-]+/g, '_')}${f.recipe === 'default' ? '' : `-${f.recipe}`}`);
   const recipe = recipeOf(f);
   if (rank === 0) await train.fetchWeights(recipe, { progress: !f.quiet });
   if (world > 1) dist.barrier();

@@ -167,6 +167,10 @@ test('--resume with another --batch-size or --seed is refused naming the flags, 
   const both = runScript([...swap('--batch-size', '32').map((a, i, all) => (all[i - 1] === '--seed' ? '4' : a)), '--out', dir, '--resume']);
   assert.is(both.status, 2, both.stderr);
   assert.match(both.stderr, /--batch-size 64 \(now 32\), --seed 3 \(now 4\).*--force-resume/);
+  // Another --model does not fit the checkpoint's tensors at all: still the flags, not the tensors' names.
+  const other = runScript([...swap('--seed', '4'), '--model', 'resnet32', '--out', dir, '--resume']);
+  assert.is(other.status, 2, other.stderr);
+  assert.match(other.stderr, /--model resnet20 \(now resnet32\), --seed 3 \(now 4\)/);
   assert.ok(readFileSync(ckpt).equals(before), 'a refused resume must not touch the checkpoint');
   assert.ok(!existsSync(join(dir, 'metrics.jsonl')), 'a refused resume must not rewrite the metrics');
   const forced = runScript([...swap('--seed', '4'), '--out', dir, '--resume', '--force-resume']);

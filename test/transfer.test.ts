@@ -5,7 +5,7 @@
 // on an image folder: --weights DEFAULT from torch's cache, --val-split, --freeze, --head-lr, the class names
 // in the checkpoint and printed by predict, and the mistakes that exit 2 (a val/ with other classes among them).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { test } from 'uvu';
@@ -160,6 +160,20 @@ test('train --weights DEFAULT --val-split --freeze backbone --head-lr on a folde
   assert.is(p.status, 0, p.stderr);
   const top = (JSON.parse(p.stdout) as Array<{ top: Array<{ label: string; probability: number }> }>)[0]!.top;
   assert.equal(top.map((g) => g.label).sort(), ['cat', 'dog', 'emu']);
+  // eval on a part of the classes (no --model: the checkpoint names its net): folders take the checkpoint's class
+  // indices by name, not their place among the two folders, so its top-1 is predict's agreement with the folders.
+  const part = join(dir, 'part');
+  for (const c of ['dog', 'emu']) cpSync(join(photos, c), join(part, c), { recursive: true });
+  const preds = join(dir, 'part.jsonl');
+  const e = runScript('eval-imagenet.ts', ['--weights', ck, '--data', part, '--output', join(dir, 'part.json'), '--save-predictions', preds, '--workers', '1']);
+  assert.is(e.status, 0, e.stderr);
+  assert.match(e.stdout, /2 class folders named by the checkpoint's class names: each is scored as its class/);
+  const labelled = readFileSync(preds, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { path: string; label: number });
+  assert.equal(labelled.map((p) => p.label), labelled.map((p) => ['cat', 'dog', 'emu'].indexOf(p.path.split(/[\\/]/)[0]!)));
+  const files = labelled.map((p) => join(part, p.path));
+  const byPredict = (JSON.parse(runScript('predict.ts', ['--weights', ck, '--top', '1', '--json', ...files]).stdout) as Array<{ top: Array<{ label: string }> }>)
+    .filter((r, i) => r.top[0]!.label === labelled[i]!.path.split(/[\\/]/)[0]).length / files.length;
+  assert.is((JSON.parse(readFileSync(join(dir, 'part.json'), 'utf8')) as { top1: number }).top1, byPredict);
   // Mistakes exit 2 naming the flag.
   const bad = (args: string[], re: RegExp): void => {
     const b = runScript('train.ts', [...common, '--out', join(dir, 'bad'), ...args], { TORCH_HOME: torchHome });

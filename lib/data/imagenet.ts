@@ -167,16 +167,16 @@ export function listFlatFolder(dir: string, labels: ReadonlyMap<string, string>,
 }
 
 /**
- * A class-folder set whose folders are all ImageNet-1k wnids, labelled by each wnid's ImageNet index instead of its
- * place among the folders (classes become the 1000 wnids); null where a folder is not one. The same labels for the
- * whole validation set, the right ones for a part of it: ImageFolder's sorted order would score a folder of tabby
- * cats (n02123045, class 281) as class 1 when it is the second of two folders.
+ * A class-folder set labelled by each folder's place in `names` (the model's classes: ImageNet's wnids, or the class
+ * names a resnet-ts checkpoint records) instead of its place among the folders; null where a folder is not among
+ * them. The same labels where the folders are all the classes, the right ones where they are a part: ImageFolder's
+ * sorted order would score a folder of tabby cats (n02123045, class 281) as class 1 when it is the second of two.
  */
-export function labelByWnid(set: EvalSet): EvalSet | null {
-  const index = new Map(IMAGENET_WNIDS.map((w, i) => [w, i]));
+export function labelByName(set: EvalSet, names: readonly string[]): EvalSet | null {
+  const index = new Map(names.map((w, i) => [w, i]));
   const to = set.classes.map((c) => index.get(c));
   if (to.some((i) => i === undefined)) return null;
-  return { classes: [...IMAGENET_WNIDS], samples: set.samples.map(([path, label]) => [path, to[label]!]) };
+  return { classes: [...names], samples: set.samples.map(([path, label]) => [path, to[label]!]) };
 }
 
 /** The validation set at dir: class folders, or a flat folder when a ground-truth file is given. */

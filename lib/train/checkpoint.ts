@@ -143,6 +143,20 @@ function checkOptimizer(optimizer: Optimizer<{ lr: number }>, meta: unknown, ten
 }
 
 /**
+ * The recipe a checkpoint's run recorded, read from its header alone (not verified): for saying which flags differ
+ * when the checkpoint does not fit the model or optimizer built from the flags given now. undefined where there is none.
+ */
+export function savedRecipe(path: string): Record<string, unknown> | undefined {
+  try {
+    const meta = JSON.parse(readSafetensorsHeader(path).metadata.meta ?? '{}') as { state?: { run?: { recipe?: unknown } } };
+    const r = meta.state?.run?.recipe;
+    return r && typeof r === 'object' && !Array.isArray(r) ? (r as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Reads and verifies a checkpoint and checks it against model, optimizer and the weight average if it holds one;
  * nothing is changed until apply(). Damage, or a checkpoint of another model or optimizer, is an Error.
  */

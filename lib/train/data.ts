@@ -1,7 +1,7 @@
 // The data a recipe trains on: train and test sources with what the transforms need to know (channels,
 // image size, mean and std, class names), from an in-memory dataset, an image folder, or a name.
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { loadCifar10, loadCifar100 } from '../data/cifar.ts';
 import { loadFashionMnist, loadMnist } from '../data/fashion-mnist.ts';
 import { folderSource } from '../data/folder-source.ts';
@@ -64,7 +64,7 @@ export function folderData(dir: string, imageSize: number, o: FolderDataOptions 
   if (stored < imageSize) throw new RecipeError('imageSize', `the crop (${imageSize}) is larger than the stored images (${stored})`);
   const common = { classes: [] as string[], channels: 3, size: imageSize, mean: o.mean ?? IMAGENET_MEAN, std: o.std ?? IMAGENET_STD, folder: true, resize: stored };
   if (o.valSplit !== undefined) {
-    if (valDir) throw new RecipeError('valSplit', `${dir} has its own ${valDir.slice(dir.length + 1)}/ folder; --val-split is for a folder of class folders without one`);
+    if (valDir) throw new RecipeError('valSplit', `${dir} has its own ${basename(valDir)}/ folder; --val-split is for a folder of class folders without one`);
     const { train: tr, val } = stratifiedSplit(listImageFolder(trainDir).samples.map(([, l]) => l), o.valSplit, o.seed ?? 0);
     const train = folderSource(trainDir, stored, { subset: tr });
     if (!val.length) throw new RecipeError('valSplit', `${dir}: no class has two images to hold one out`);

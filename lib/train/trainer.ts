@@ -11,7 +11,7 @@ import { rank as distRank, worldSize as distWorldSize, type DistributedDataParal
 import { Progress, type EpochRecord, type MetricRecord } from './metrics.ts';
 import { recipeDifferences, type Recipe } from './recipe.ts';
 import { RunFiles } from './run-files.ts';
-import type { CheckpointInfo } from './checkpoint.ts';
+import { savedRecipe, type CheckpointInfo } from './checkpoint.ts';
 import { summarize, type ConfigValue, type RunSummary } from './summary.ts';
 import { eagerStep, type StepFactory, type TrainStep } from './step.ts';
 import { withOomRetry } from './oom-retry.ts';
@@ -86,7 +86,16 @@ export class ResumeMismatchError extends Error {
 
 /** Restores a checkpoint into the run, after refusing one of a different recipe or world size. */
 function resumeFrom(files: RunFiles, o: FitOptions, scaler: GradScaler | undefined, world: number): FitState {
-  const ck = files.readCheckpoint(o.model, o.optimizer, o.ema?.module);
+  let ck: ReturnType<RunFiles['readCheckpoint']>;
+  try {
+    ck = files.readCheckpoint(o.model, o.optimizer, o.ema?.module);
+  } catch (e) {
+    // Another --model (or optimizer) does not fit the checkpoint's tensors: name the flags that differ, as below.
+    const saved = savedRecipe(files.paths.checkpoint);
+    const diffs = saved && o.recipe ? recipeDifferences(saved as unknown as Recipe, o.recipe) : [];
+    if (diffs.length && !o.forceResume) throw new ResumeMismatchError(diffs);
+    throw e;
+  }
   try {
     const st = ck.state;
     const run = st.run ?? { history: [], running: freshRunning(), wallTime: 0, worldSize: world };
