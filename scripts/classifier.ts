@@ -9,6 +9,7 @@ import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/data/imagenet.ts';
 import * as inference from '../lib/inference/index.ts';
 import * as models from '../lib/models/index.ts';
 import { checkpointInfo } from '../lib/io/checkpoint-file.ts';
+import { readSafetensorsHeader } from '../lib/io/safetensors.ts';
 import type { Module } from '../lib/nn/module.ts';
 import { isDevice, type Device } from '../lib/tensor.ts';
 
@@ -46,6 +47,14 @@ const isNameLike = (s: string): boolean => !s.includes('/') && !s.includes('.');
  * if needed) and moves it to device in eval mode.
  */
 export async function loadClassifier(model: string | undefined, weights: string, device: Device): Promise<Classifier> {
+  if (model === undefined && existsSync(weights) && weights.toLowerCase().endsWith('.safetensors')) {
+    // A damaged or truncated file says so, rather than that it names no net.
+    try {
+      readSafetensorsHeader(weights);
+    } catch (e) {
+      throw new UsageError(`cannot read ${weights}: ${(e as Error).message}`);
+    }
+  }
   const name = model ?? (existsSync(weights) ? checkpointInfo(weights)?.model : undefined);
   if (name === undefined) throw new UsageError(`--model is needed: ${weights} is not a resnet-ts checkpoint that names its net`);
   if (!models.list().includes(name)) throw new UsageError(`unknown model '${name}'; known models: ${models.list().join(', ')}`);

@@ -187,4 +187,13 @@ test('Sequential, pooling, Flatten and Identity compose like torch (hand-compute
   assert.throws(() => seq.child('nope'), /no child module 'nope'/);
 });
 
+test('BatchNorm2d in training refuses one value per channel, as torch does (its running variance would turn NaN); eval takes it', () => tidy(() => {
+  const bn = new nn.BatchNorm2d(4);
+  assert.throws(() => bn.forward(randn([1, 4, 1, 1])), /expected more than 1 value per channel when training, got input of shape \[1, 4, 1, 1\]/);
+  assert.ok(bn.forward(randn([2, 4, 1, 1])).isfinite().float().min().item() === 1);
+  bn.eval();
+  assert.equal(bn.forward(randn([1, 4, 1, 1])).shape, [1, 4, 1, 1]);
+  assert.ok(bn.runningVar.isfinite().float().min().item() === 1, 'the refused call left the running variance as it was');
+}));
+
 test.run();

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { noGrad, Tensor } from '../lib/index.ts';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU, Sequential, type Module } from '../lib/nn/index.ts';
 import { loadSafetensors } from '../lib/io/index.ts';
-import { arrayData, buildModel, buildTraining, checkpointWeights, fit, RunFiles, type Recipe, type StepFactory, eagerStep } from '../lib/train/index.ts';
+import { arrayData, buildModel, buildTraining, checkpointWeights, fit, RecipeError, RunFiles, type Recipe, type StepFactory, eagerStep } from '../lib/train/index.ts';
 import type { ArrayDataset } from '../lib/data/index.ts';
 import { root, tmp } from './helpers.ts';
 import { mirror } from './fixtures/mirror.ts';
@@ -252,6 +252,29 @@ test('train --recipe best sets the flags its --help lists; flags given override 
     const e = train([...bad, '--epochs', '1', '--limit-train', '32']);
     assert.is(e.status, 2, `${bad.join(' ')}: ${e.stderr}`);
     assert.ok(/--ema|--random-erasing|--recipe/.test(e.stderr), e.stderr);
+  }
+});
+
+test('buildTraining checks the recipe first: a misspelt choice or a value out of range is a RecipeError naming the field', () => {
+  const cases: [Partial<Recipe>, string, RegExp][] = [
+    [{ optimizer: 'SGD' as never }, 'optimizer', /must be one of 'sgd', 'adamw'; got "SGD"/],
+    [{ schedule: 'Cosine' as never }, 'schedule', /must be one of 'cosine', 'multistep', 'onecycle', 'constant'; got "Cosine"/],
+    [{ augment: undefined as never }, 'augment', /got undefined/],
+    [{ lr: -0.1 }, 'lr', /must be a number > 0; got -0.1/],
+    [{ batchSize: 0 }, 'batchSize', /a positive integer; got 0/],
+    [{ weightDecay: undefined as never }, 'weightDecay', /a number >= 0; got undefined/],
+    [{ seed: 1.5 }, 'seed', /an integer; got 1.5/],
+    [{ nesterov: 'yes' as never }, 'nesterov', /true or false/],
+  ];
+  for (const [change, field, re] of cases) {
+    try {
+      buildTraining({ ...RECIPE, ...change }, DATA, CTX);
+      assert.unreachable(`${field}: accepted`);
+    } catch (e) {
+      assert.instance(e, RecipeError, `${field}: ${(e as Error).message}`);
+      assert.is((e as RecipeError).field, field);
+      assert.match((e as Error).message, re);
+    }
   }
 });
 

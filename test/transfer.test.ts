@@ -174,12 +174,23 @@ test('train --weights DEFAULT --val-split --freeze backbone --head-lr on a folde
   const byPredict = (JSON.parse(runScript('predict.ts', ['--weights', ck, '--top', '1', '--json', ...files]).stdout) as Array<{ top: Array<{ label: string }> }>)
     .filter((r, i) => r.top[0]!.label === labelled[i]!.path.split(/[\\/]/)[0]).length / files.length;
   assert.is((JSON.parse(readFileSync(join(dir, 'part.json'), 'utf8')) as { top1: number }).top1, byPredict);
+  // A truncated checkpoint says why it cannot be read (not that it names no net).
+  writeFileSync(join(dir, 'cut.safetensors'), readFileSync(ck).subarray(0, 300_000));
+  const cut = runScript('predict.ts', ['--weights', join(dir, 'cut.safetensors'), join(photos, 'emu', '0.png')]);
+  assert.is(cut.status, 2, cut.stderr);
+  assert.match(cut.stderr, /cannot read .*cut\.safetensors: .*run past the/);
   // Mistakes exit 2 naming the flag.
   const bad = (args: string[], re: RegExp): void => {
     const b = runScript('train.ts', [...common, '--out', join(dir, 'bad'), ...args], { TORCH_HOME: torchHome });
     assert.is(b.status, 2, b.stderr);
     assert.match(b.stderr, re);
   };
+  // One class folder (or none) is a --data mistake, not a 100 % classifier.
+  const one = join(dir, 'one');
+  cpSync(join(photos, 'cat'), join(one, 'cat'), { recursive: true });
+  const o1 = runScript('train.ts', ['--model', 'resnet18', '--data', one, '--epochs', '1', '--out', join(dir, 'bad')]);
+  assert.is(o1.status, 2, o1.stderr);
+  assert.match(o1.stderr, /--data: .*one has 1 class folder \(cat\); a classifier needs at least two/);
   bad(['--freeze', 'stages:5'], /--freeze: stages:5: ResNet has 4 stages \(layer1, layer2, layer3, layer4\)/);
   bad(['--freeze', 'head'], /--freeze: expected none, backbone or stages:N/);
   bad(['--val-split', '1.5'], /--val-split.*expected a fraction between 0 and 1/);

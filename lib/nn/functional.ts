@@ -71,7 +71,11 @@ export function batchNorm(
   runningVar: Tensor | null,
   { weight, bias, training = false, momentum = 0.1, eps = 1e-5 }: { weight?: Tensor | null; bias?: Tensor | null; training?: boolean; momentum?: number; eps?: number } = {},
 ): Tensor {
-  return new Tensor(native.batchNorm(x.h, weight?.h, bias?.h, runningMean?.h, runningVar?.h, training, momentum, eps));
+  // As torch.nn.functional.batch_norm: one value per channel has no variance, and would put NaN into the running one.
+  if (training && x instanceof Tensor && x.ndim >= 2 && x.numel / x.shape[1]! <= 1) {
+    throw new RangeError(`batchNorm: expected more than 1 value per channel when training, got input of shape [${x.shape.join(', ')}]`);
+  }
+  return new Tensor(native.batchNorm(x?.h, weight?.h, bias?.h, runningMean?.h, runningVar?.h, training, momentum, eps));
 }
 
 /**

@@ -62,14 +62,26 @@ export function folderData(dir: string, imageSize: number, o: FolderDataOptions 
   const valDir = existsSync(join(dir, 'val')) ? join(dir, 'val') : existsSync(join(dir, 'test')) ? join(dir, 'test') : undefined;
   const stored = o.resize ?? Math.round(imageSize / 0.875);
   if (stored < imageSize) throw new RecipeError('imageSize', `the crop (${imageSize}) is larger than the stored images (${stored})`);
+  // A classifier of one class learns nothing and scores 100 %: refused, as is a folder without class folders.
+  const atLeastTwoClasses = (): void => {
+    let found: string[];
+    try {
+      found = findClasses(trainDir);
+    } catch (e) {
+      throw new RecipeError('data', (e as Error).message);
+    }
+    if (found.length < 2) throw new RecipeError('data', `${trainDir} has ${found.length} class folder${found.length === 1 ? ` (${found[0]})` : 's'}; a classifier needs at least two`);
+  };
   const common = { classes: [] as string[], channels: 3, size: imageSize, mean: o.mean ?? IMAGENET_MEAN, std: o.std ?? IMAGENET_STD, folder: true, resize: stored };
   if (o.valSplit !== undefined) {
     if (valDir) throw new RecipeError('valSplit', `${dir} has its own ${basename(valDir)}/ folder; --val-split is for a folder of class folders without one`);
+    atLeastTwoClasses();
     const { train: tr, val } = stratifiedSplit(listImageFolder(trainDir).samples.map(([, l]) => l), o.valSplit, o.seed ?? 0);
     const train = folderSource(trainDir, stored, { subset: tr });
     if (!val.length) throw new RecipeError('valSplit', `${dir}: no class has two images to hold one out`);
     return { ...common, train, test: folderSource(trainDir, stored, { subset: val }), classes: train.classes };
   }
+  atLeastTwoClasses();
   const train = folderSource(trainDir, stored);
   if (!valDir) return { ...common, train, test: train, classes: train.classes };
   // Checked here rather than by folderSource's sameClassesAs so that the CLIs report it as a --data mistake.

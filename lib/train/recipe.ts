@@ -199,8 +199,37 @@ function scoring(r: Recipe, model: Module): Pick<Training, 'ema' | 'evalForward'
 
 const first = (s: BatchSource, n?: number): BatchSource => (n !== undefined && n < s.length ? { length: n, load: (i) => s.load(i) } : s);
 
+const CHOICES = { optimizer: ['sgd', 'adamw'], schedule: ['cosine', 'multistep', 'onecycle', 'constant'], augment: ['crop-flip', 'crop', 'flip', 'none'] } as const;
+
+/**
+ * The fields every run reads, checked before anything is built: a RecipeError naming the field, where a value out of
+ * range or a misspelt choice ('SGD', 'Cosine') would otherwise fail deep inside, or silently pick another branch.
+ */
+function checkRecipe(r: Recipe): void {
+  if (!r || typeof r !== 'object') throw new TypeError('buildTraining: the recipe must be an object (train.Recipe)');
+  for (const [k, allowed] of Object.entries(CHOICES) as [keyof typeof CHOICES, readonly string[]][]) {
+    if (!allowed.includes(r[k])) throw new RecipeError(k, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}; got ${JSON.stringify(r[k])}`);
+  }
+  const check = (k: keyof Recipe, ok: (v: number) => boolean, what: string): void => {
+    const v = r[k];
+    if (typeof v !== 'number' || !ok(v)) throw new RecipeError(k, `must be ${what}; got ${JSON.stringify(v)}`);
+  };
+  for (const k of ['epochs', 'batchSize', 'evalBatchSize'] as const) check(k, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
+  check('lr', (v) => Number.isFinite(v) && v > 0, 'a number > 0');
+  check('momentum', (v) => v >= 0 && v < 1, 'in [0, 1)');
+  check('weightDecay', (v) => Number.isFinite(v) && v >= 0, 'a number >= 0');
+  check('warmupEpochs', (v) => Number.isFinite(v) && v >= 0, 'a number of epochs >= 0');
+  check('labelSmoothing', (v) => v >= 0 && v < 1, 'in [0, 1)');
+  check('cropPadding', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
+  check('seed', Number.isSafeInteger, 'an integer');
+  for (const k of ['nesterov', 'decayNormAndBias', 'syncBn'] as const) {
+    if (typeof r[k] !== 'boolean') throw new RecipeError(k, `must be true or false; got ${JSON.stringify(r[k])}`);
+  }
+}
+
 /** Builds model, optimizer (no decay on BN and biases unless asked), schedule and loaders from a recipe. */
 export function buildTraining(r: Recipe, data: TrainingData, ctx: TrainingContext): Training {
+  checkRecipe(r);
   const { device, rank = 0, world = 1 } = ctx;
   if (r.emaDecay !== undefined && !(r.emaDecay >= 0 && r.emaDecay < 1)) throw new RecipeError('emaDecay', `must be in [0, 1); got ${r.emaDecay}`);
   if (r.randomErasing !== undefined && !(r.randomErasing >= 0 && r.randomErasing <= 1)) throw new RecipeError('randomErasing', `must be a probability in [0, 1]; got ${r.randomErasing}`);
