@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { memory, tensor, tidy, manualSeed, Tensor } from '../lib/index.ts';
 import { Sequential, Conv2d, BatchNorm2d, ReLU, AdaptiveAvgPool2d, Flatten, Linear } from '../lib/nn/index.ts';
@@ -176,6 +176,21 @@ test('--resume with another --batch-size or --seed is refused naming the flags, 
   const forced = runScript([...swap('--seed', '4'), '--out', dir, '--resume', '--force-resume']);
   assert.is(forced.status, 0, forced.stderr);
   assert.is(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).epochs, 2);
+});
+
+test('a fresh run (no --resume) in a folder holding an earlier checkpoint moves that run\'s files to previous-<time>/, byte for byte', () => {
+  const dir = tmp();
+  const earlier = readFileSync(join(baseline, 'checkpoint.safetensors'));
+  writeFileSync(join(dir, 'checkpoint.safetensors'), earlier);
+  writeFileSync(join(dir, 'summary.json'), '{"earlier":true}');
+  const r = runScript([...FLAGS.map((a, i) => (FLAGS[i - 1] === '--epochs' ? '1' : a)), '--out', dir]);
+  assert.is(r.status, 0, r.stderr);
+  const kept = readdirSync(dir).filter((f) => f.startsWith('previous-'));
+  assert.is(kept.length, 1, readdirSync(dir).join(' '));
+  assert.ok(readFileSync(join(dir, kept[0]!, 'checkpoint.safetensors')).equals(earlier), 'the earlier checkpoint must be kept as it was');
+  assert.is(readFileSync(join(dir, kept[0]!, 'summary.json'), 'utf8'), '{"earlier":true}');
+  assert.is(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).epochs, 1);
+  assert.not.ok(readFileSync(join(dir, 'checkpoint.safetensors')).equals(earlier));
 });
 
 test('a damaged checkpoint is refused with a clear error and nothing is loaded', () => {

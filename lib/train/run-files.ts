@@ -1,8 +1,8 @@
 // A run's directory: where metrics.jsonl, summary.json, report.html and checkpoint.safetensors go, the
 // temporary files of writes a crash cut short, and the writes themselves, each atomic. Only the
 // writing rank (rank 0) writes; every rank may read.
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { writeFileAtomically } from '../io/atomic.ts';
 import type { Module } from '../nn/module.ts';
 import type { Optimizer } from '../optim/optimizer.ts';
@@ -30,6 +30,19 @@ export class RunFiles {
     this.paths = runPaths(dir);
     mkdirSync(dir, { recursive: true });
     if (writer) for (const f of readdirSync(dir)) if (TEMP.test(f)) rmSync(join(dir, f), { force: true });
+  }
+
+  /**
+   * A fresh run in a folder that holds an earlier run's checkpoint: that run's files move into previous-<time>/ inside
+   * the folder (nothing is overwritten; --resume is how to continue it). Returns that folder, or undefined when there
+   * was no checkpoint (or this process does not write).
+   */
+  keepPrevious(): string | undefined {
+    if (!this.writer || !this.checkpointExists()) return undefined;
+    const dest = join(this.dir, `previous-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+    mkdirSync(dest, { recursive: true });
+    for (const p of Object.values(this.paths)) if (existsSync(p)) renameSync(p, join(dest, basename(p)));
+    return dest;
   }
 
   /** Whether a checkpoint has been written. */

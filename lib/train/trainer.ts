@@ -123,7 +123,10 @@ export async function fit(o: FitOptions): Promise<FitResult> {
   if (world > 1 && (!o.train.options.shard || (o.test && !o.test.options.shard))) throw new Error('fit: data-parallel training needs sharded loaders (LoaderOptions.shard)');
   const files = new RunFiles(o.outDir, distRank() === 0);
   const scaler = o.scaler ?? (amp === 'fp16' ? new GradScaler() : undefined);
-  const st: FitState = o.resume && files.checkpointExists() ? resumeFrom(files, o, scaler, world)
+  const resuming = o.resume === true && files.checkpointExists();
+  const kept = resuming ? undefined : files.keepPrevious();
+  if (kept && !o.quiet) console.log(`${o.outDir} held an earlier run's checkpoint (not resumed): its files are now in ${kept}`);
+  const st: FitState = resuming ? resumeFrom(files, o, scaler, world)
     : { epoch: 0, batch: 0, globalStep: 0, scheduler: { steps: 0 }, run: { history: [], running: freshRunning(), wallTime: 0, worldSize: world, recipe: o.recipe } };
   files.startMetrics(st.run.history);
   const sessionStart = performance.now();
