@@ -55,5 +55,6 @@ export function comparableSummary(dir: string): Record<string, unknown> {
   delete s.wallTime;
   delete s.flags.out;
   delete s.flags.resume;
+  delete s.flags.quiet; // output only: a resume may be run without --quiet
   return s;
 }

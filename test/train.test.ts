@@ -126,8 +126,11 @@ test('Ctrl-C mid-epoch saves a checkpoint and exits 130; --resume finishes ident
   child.kill('SIGINT');
   assert.is(await child.done, 130);
   assert.ok(existsSync(join(dir, 'checkpoint.safetensors')), 'checkpoint written on interrupt');
-  const r = runScript([...FLAGS, '--out', dir, '--resume']);
+  const { readSafetensorsHeader } = await import('../lib/io/index.ts');
+  const saved = JSON.parse(readSafetensorsHeader(join(dir, 'checkpoint.safetensors')).metadata.meta!).state as { epoch: number; batch: number };
+  const r = runScript([...FLAGS.filter((a) => a !== '--quiet'), '--out', dir, '--resume']);
   assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`resuming at epoch ${saved.epoch + 1} of 2, batch ${saved.batch} \\(step \\d+\\)`));
   assert.equal(comparable(dir), comparable(baseline));
 });
 

@@ -128,6 +128,7 @@ export async function fit(o: FitOptions): Promise<FitResult> {
   if (kept && !o.quiet) console.log(`${o.outDir} held an earlier run's checkpoint (not resumed): its files are now in ${kept}`);
   const st: FitState = resuming ? resumeFrom(files, o, scaler, world)
     : { epoch: 0, batch: 0, globalStep: 0, scheduler: { steps: 0 }, run: { history: [], running: freshRunning(), wallTime: 0, worldSize: world, recipe: o.recipe } };
+  if (resuming && !o.quiet && files.writer) console.log(`resuming at epoch ${st.epoch + 1} of ${epochs}, batch ${st.batch} (step ${st.globalStep})`);
   files.startMetrics(st.run.history);
   const sessionStart = performance.now();
   const wall = (): number => st.run.wallTime + (performance.now() - sessionStart) / 1000;
