@@ -47,16 +47,18 @@ const isNameLike = (s: string): boolean => !s.includes('/') && !s.includes('.');
  * if needed) and moves it to device in eval mode.
  */
 export async function loadClassifier(model: string | undefined, weights: string, device: Device): Promise<Classifier> {
-  if (model === undefined && existsSync(weights) && weights.toLowerCase().endsWith('.safetensors')) {
-    // A damaged or truncated file says so, rather than that it names no net.
-    try {
-      readSafetensorsHeader(weights);
-    } catch (e) {
-      throw new UsageError(`cannot read ${weights}: ${(e as Error).message}`);
-    }
-  }
   const name = model ?? (existsSync(weights) ? checkpointInfo(weights)?.model : undefined);
-  if (name === undefined) throw new UsageError(`--model is needed: ${weights} is not a resnet-ts checkpoint that names its net`);
+  if (name === undefined) {
+    // checkpointInfo reads no net from a file whose header it cannot read: a damaged or truncated file says so.
+    if (existsSync(weights) && weights.toLowerCase().endsWith('.safetensors')) {
+      try {
+        readSafetensorsHeader(weights);
+      } catch (e) {
+        throw new UsageError(`cannot read ${weights}: ${(e as Error).message}`);
+      }
+    }
+    throw new UsageError(`--model is needed: ${weights} is not a resnet-ts checkpoint that names its net`);
+  }
   if (!models.list().includes(name)) throw new UsageError(`unknown model '${name}'; known models: ${models.list().join(', ')}`);
   if (models.family(name) === 'cifar') throw new UsageError(`${name} is a CIFAR model (32x32 inputs); ImageNet evaluation needs an ImageNet model`);
   if (!models.findWeights(name, weights) && !/^https?:\/\//.test(weights) && !existsSync(weights) && !isNameLike(weights)) {

@@ -4,14 +4,14 @@ import { BatchNorm2d, Conv2d, ReLU, Sequential, chain } from '../nn/layers.ts';
 import { Module } from '../nn/module.ts';
 import type { Tensor } from '../tensor.ts';
 
-/** 3x3 convolution with padding = dilation, no bias (torchvision's conv3x3). */
-/** A model option that must be a positive integer (numClasses, inChannels): a TypeError naming the model and the option. */
+/** Model options that must be positive integers (numClasses, inChannels, ...): a TypeError naming the model and the option. */
 export function checkPositiveInts(model: string, options: Record<string, unknown>): void {
   for (const [k, v] of Object.entries(options)) {
     if (!Number.isInteger(v) || (v as number) < 1) throw new TypeError(`${model}: ${k} must be a positive integer; got ${typeof v === 'string' ? `'${v}'` : String(v)}`);
   }
 }
 
+/** 3x3 convolution with padding = dilation, no bias (torchvision's conv3x3). */
 export const conv3x3 = (inPlanes: number, outPlanes: number, stride = 1, groups = 1, dilation = 1): Conv2d =>
   new Conv2d(inPlanes, outPlanes, 3, { stride, padding: dilation, groups, dilation, bias: false });
 

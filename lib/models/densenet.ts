@@ -6,6 +6,7 @@ import { AvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, chain } from '
 import { constant_, kaimingNormal_ } from '../nn/init.ts';
 import { Module, type LoadResult } from '../nn/module.ts';
 import { tidy, type Tensor } from '../tensor.ts';
+import { checkPositiveInts } from './blocks.ts';
 
 /** Options torchvision's densenet builders accept (camelCased), plus the input channels. */
 export interface DenseNetOptions {
@@ -124,9 +125,7 @@ export class DenseNet extends Module {
   constructor(cfg: DenseNetConfig) {
     super();
     const { growthRate, blockConfig, numInitFeatures, bnSize = 4, dropRate = 0, numClasses = 1000, inChannels = 3, stem = 'imagenet' } = cfg;
-    for (const [k, v] of Object.entries({ growthRate, numInitFeatures, bnSize, numClasses, inChannels })) {
-      if (!Number.isInteger(v) || v < 1) throw new Error(`DenseNet: ${k} must be a positive integer; got ${v}`);
-    }
+    checkPositiveInts('DenseNet', { growthRate, numInitFeatures, bnSize, numClasses, inChannels });
     if (!blockConfig.length || blockConfig.some((n) => !Number.isInteger(n) || n < 1)) {
       throw new Error(`DenseNet: blockConfig must list positive layer counts; got [${blockConfig.join(', ')}]`);
     }
